@@ -1,0 +1,107 @@
+"""What the measurement harness needs to know about a payload kernel."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+# Reference outputs from input arrays; None means "use the naive lowering".
+Reference = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+class KernelError(ValueError):
+    """Bad kernel input: unknown kernel, bad shape, unsupported MLIR."""
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One memref argument of the payload function."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    is_output: bool = False
+
+    @property
+    def mlir_type(self) -> str:
+        return f"memref<{'x'.join(map(str, self.shape))}x{_MLIR_DTYPES[self.dtype]}>"
+
+    @property
+    def tensor_type(self) -> str:
+        return f"tensor<{'x'.join(map(str, self.shape))}x{_MLIR_DTYPES[self.dtype]}>"
+
+
+_MLIR_DTYPES = {"float32": "f32", "float64": "f64"}
+NUMPY_DTYPES = {v: k for k, v in _MLIR_DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A payload: MLIR text whose function takes memrefs and writes its outputs.
+
+    The body works on tensors (bufferization.to_tensor at the boundary) so
+    tensor-level transforms (pack, pad, decompose) apply; the rendered
+    transform script bufferizes at the end.
+    """
+
+    name: str
+    dims: dict[str, int]
+    payload: str
+    func_name: str
+    args: tuple[ArgSpec, ...]
+    flops: int
+    reduction_length: int
+    ops: tuple[str, ...]  # linalg op names in the payload, in order
+    reference: Reference | None = field(default=None, compare=False, repr=False)
+    kind: str = "user"  # the computation (matmul, conv2d, ...) for built-ins; "user" for .mlir files
+
+    @property
+    def inputs(self) -> tuple[ArgSpec, ...]:
+        return tuple(a for a in self.args if not a.is_output)
+
+    @property
+    def outputs(self) -> tuple[ArgSpec, ...]:
+        return tuple(a for a in self.args if a.is_output)
+
+    @property
+    def shape_label(self) -> str:
+        return "x".join(str(v) for v in self.dims.values())
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[{self.shape_label}]"
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable across machines: a hash of the payload text and its ABI."""
+        text = self.payload + "|" + self.func_name + "|" + repr([(a.shape, a.dtype, a.is_output) for a in self.args])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def tolerance(self) -> float:
+        """Allowed max error relative to max |reference|, for f32 accumulation.
+
+        Rounding error of a length-K f32 sum grows like sqrt(K) in practice and
+        K in the worst case; 2**-23 * 32 * sqrt(K) is loose for reassociated
+        sums yet far below the error of dropping a single term (about 1/sqrt(K)).
+        """
+        eps = float(np.finfo(np.float32).eps)
+        return 32 * eps * max(1.0, float(np.sqrt(self.reduction_length)))
+
+    def make_inputs(self, seed: int = 0) -> list[np.ndarray]:
+        return make_arrays(self.args, seed)
+
+
+def make_arrays(args: tuple[ArgSpec, ...], seed: int = 0) -> list[np.ndarray]:
+    """Arrays for every argument: random inputs in [-1, 1), outputs filled with NaN
+    so a kernel that forgets to write an element is caught."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for arg in args:
+        if arg.is_output:
+            arrays.append(np.full(arg.shape, np.nan, dtype=arg.dtype))
+        else:
+            arrays.append(rng.uniform(-1.0, 1.0, arg.shape).astype(arg.dtype))
+    return arrays

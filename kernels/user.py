@@ -1,0 +1,185 @@
+"""Kernels from a user's MLIR module: function, argument shapes and FLOPs read from the IR.
+
+Two function forms are accepted:
+- destination style on memrefs: `func @f(%a: memref<..>, ..., %out: memref<..>)`, no results;
+  outputs are the arguments the body writes;
+- value style on tensors: `func @f(%a: tensor<..>, ...) -> tensor<..>`; it is wrapped in a
+  memref function (one output buffer per result) and inlined.
+The reference for a user kernel is its own naive lowering (no transform).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .base import NUMPY_DTYPES, ArgSpec, Kernel, KernelError
+
+SUPPORTED_DIALECTS = {"func", "linalg", "arith", "math", "tensor", "bufferization", "memref"}
+
+
+def kernel_from_file(path: str | Path, func_name: str | None = None) -> Kernel:
+    path = Path(path)
+    if not path.is_file():
+        raise KernelError(f"{path}: no such file")
+    return kernel_from_mlir(path.read_text(), func_name, name=path.stem)
+
+
+def kernel_from_mlir(text: str, func_name: str | None = None, name: str | None = None) -> Kernel:
+    from mlir import ir, passmanager
+
+    with ir.Context() as ctx, ir.Location.unknown():
+        ctx.allow_unregistered_dialects = False
+        module = _parse(ir, text)
+        func = _pick_function(module, func_name)
+        fname = func.attributes["sym_name"].value
+        _check_body(func, fname)
+        ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
+        arg_types = [ir.ShapedType(t) for t in _checked_types(ir, ftype.inputs, fname, "argument")]
+        res_types = [ir.ShapedType(t) for t in _checked_types(ir, ftype.results, fname, "result")]
+        if res_types or any(ir.RankedTensorType.isinstance(t) for t in arg_types):
+            module, args = _wrap_tensor_function(ir, passmanager, module, func, fname, arg_types, res_types)
+        else:
+            written = _written_arguments(func)
+            args = tuple(ArgSpec(f"arg{i}", tuple(t.shape), _dtype(t), i in written) for i, t in enumerate(arg_types))
+            if not written:
+                raise KernelError(f"@{fname} writes none of its memref arguments; nothing to measure")
+            func.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
+        flops, reduction = _count_flops(ir, passmanager, module)
+        ops = tuple(op.name for op in _walk(module.operation) if op.name.startswith("linalg."))
+        payload = str(module)
+    return Kernel(name or fname, {f"a{i}": math.prod(a.shape) for i, a in enumerate(args)}, payload, fname,
+                  args, flops, reduction, ops, reference=None)
+
+
+def _parse(ir, text: str):
+    diagnostics: list[str] = []
+
+    def collect(d):
+        diagnostics.append(f"{d.location}: {d.message}")
+        return True
+
+    handler = ir.Context.current.attach_diagnostic_handler(collect)
+    try:
+        return ir.Module.parse(text)
+    except Exception as err:  # MLIRError; keep the first real diagnostic on one line
+        first = diagnostics[0] if diagnostics else str(err).splitlines()[-1]
+        raise KernelError(f"malformed MLIR: {first.strip()}") from None
+    finally:
+        handler.detach()
+
+
+def _walk(op):
+    for region in op.regions:
+        for block in region.blocks:
+            for child in block.operations:
+                yield child.operation
+                yield from _walk(child.operation)
+
+
+def _pick_function(module, func_name):
+    funcs = [op for op in module.body.operations if op.operation.name == "func.func" and len(op.regions[0].blocks)]
+    if func_name:
+        funcs = [f for f in funcs if f.attributes["sym_name"].value == func_name]
+        if not funcs:
+            raise KernelError(f"no function @{func_name} with a body in the module")
+    with_linalg = [f for f in funcs if any(o.name.startswith("linalg.") for o in _walk(f.operation))]
+    if not with_linalg:
+        raise KernelError("no linalg op found: rcompiler tunes functions built from Linalg ops "
+                          "(linalg.matmul, batch_matmul, conv_2d_*, generic, ...)")
+    return with_linalg[0]
+
+
+def _check_body(func, fname):
+    bad = sorted({o.name for o in _walk(func.operation) if o.name.split(".")[0] not in SUPPORTED_DIALECTS})
+    if bad:
+        raise KernelError(f"unsupported op(s) in @{fname}: {', '.join(bad)}; supported dialects: "
+                          f"{', '.join(sorted(SUPPORTED_DIALECTS))}")
+
+
+def _checked_types(ir, types, fname, what):
+    for i, t in enumerate(types):
+        if not (ir.RankedTensorType.isinstance(t) or ir.MemRefType.isinstance(t)):
+            raise KernelError(f"@{fname} {what} #{i} has type {t}; only ranked tensors and memrefs are supported")
+        shaped = ir.ShapedType(t)
+        if not shaped.has_static_shape:
+            raise KernelError(f"@{fname} {what} #{i} has dynamic shape {t}; rcompiler needs static shapes")
+        if str(shaped.element_type) not in NUMPY_DTYPES:
+            raise KernelError(f"@{fname} {what} #{i} has element type {shaped.element_type}; supported: f32, f64")
+    return types
+
+
+def _dtype(t) -> str:
+    return NUMPY_DTYPES[str(t.element_type)]
+
+
+def _written_arguments(func) -> set[int]:
+    """Indices of memref arguments that the body writes (linalg outs, copy/store targets)."""
+    args = list(func.regions[0].blocks[0].arguments)
+    written = set()
+    for op in _walk(func.operation):
+        if op.name.startswith("linalg.") and not len(op.results):
+            dests = list(op.opview.outputs)
+        elif op.name in ("memref.copy", "memref.store", "bufferization.materialize_in_destination"):
+            dests = [op.operands[1]]
+        else:
+            continue
+        written |= {i for i, a in enumerate(args) if any(d == a for d in dests)}
+    return written
+
+
+def _wrap_tensor_function(ir, passmanager, module, func, fname, arg_types, res_types):
+    """Give a tensor function a memref entry point with one output buffer per result."""
+    if not res_types:
+        raise KernelError(f"@{fname} takes tensors but returns nothing; a tensor function must return its results")
+    if any(ir.MemRefType.isinstance(t) for t in arg_types):
+        raise KernelError(f"@{fname} mixes tensor and memref arguments; use one form")
+    impl = f"{fname}__impl"
+    func.attributes["sym_name"] = ir.StringAttr.get(impl)
+    func.attributes["sym_visibility"] = ir.StringAttr.get("private")
+    args = [ArgSpec(f"in{i}", tuple(t.shape), _dtype(t)) for i, t in enumerate(arg_types)]
+    args += [ArgSpec(f"out{i}", tuple(t.shape), _dtype(t), is_output=True) for i, t in enumerate(res_types)]
+    sig = ", ".join(f"%{a.name}: {a.mlir_type}" for a in args)
+    lines = [f"func.func @{fname}({sig}) attributes {{llvm.emit_c_interface}} {{"]
+    ins = [a for a in args if not a.is_output]
+    outs = [a for a in args if a.is_output]
+    for a in ins:
+        lines.append(f"  %{a.name}_t = bufferization.to_tensor %{a.name} restrict : {a.mlir_type} to {a.tensor_type}")
+    results = ", ".join(f"%r{i}" for i in range(len(outs)))
+    lines.append(f"  {results} = func.call @{impl}({', '.join(f'%{a.name}_t' for a in ins)}) : "
+                 f"({', '.join(a.tensor_type for a in ins)}) -> ({', '.join(a.tensor_type for a in outs)})")
+    for i, a in enumerate(outs):
+        lines.append(f"  bufferization.materialize_in_destination %r{i} in restrict writable %{a.name} : "
+                     f"({a.tensor_type}, {a.mlir_type}) -> ()")
+    lines += ["  return", "}"]
+    wrapped = ir.Module.parse(str(module).rstrip().rstrip("}") + "\n".join(lines) + "\n}\n")
+    passmanager.PassManager.parse("builtin.module(inline,symbol-dce,canonicalize)").run(wrapped.operation)
+    return wrapped, tuple(args)
+
+
+def _count_flops(ir, passmanager, module) -> tuple[int, int]:
+    """FLOPs from the iteration domain of each linalg op times the arithmetic in its body.
+
+    Named ops are generalized on a copy so every op exposes indexing maps.
+    Returns (flops, reduction length of the largest op).
+    """
+    copy = ir.Module.parse(str(module))
+    passmanager.PassManager.parse("builtin.module(func.func(linalg-generalize-named-ops))").run(copy.operation)
+    flops, reduction, biggest = 0, 1, 0
+    for op in _walk(copy.operation):
+        if op.name != "linalg.generic":
+            continue
+        bounds: dict[int, int] = {}
+        maps = [ir.AffineMapAttr(m).value for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
+        for operand, amap in zip(op.operands, maps):
+            shape = ir.ShapedType(operand.type).shape if ir.ShapedType.isinstance(operand.type) else []
+            for expr, size in zip(amap.results, shape):
+                if ir.AffineDimExpr.isinstance(expr):
+                    bounds.setdefault(ir.AffineDimExpr(expr).position, size)
+        domain = math.prod(bounds.values())
+        body_ops = [o for o in op.regions[0].blocks[0].operations if o.name.split(".")[0] in ("arith", "math")]
+        flops += domain * len(body_ops)
+        iterators = [str(a) for a in ir.ArrayAttr(op.attributes["iterator_types"])]
+        red = math.prod(bounds.get(i, 1) for i, it in enumerate(iterators) if "reduction" in it)
+        if domain > biggest:
+            biggest, reduction = domain, red
+    return max(flops, 1), reduction

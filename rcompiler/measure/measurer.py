@@ -1,0 +1,212 @@
+"""Measure candidates in isolated, killable worker processes.
+
+The builder (apply script, lower) and the runner (JIT, verify, time) are
+separate single-worker pools pinned to different cores, so the next
+candidates compile while one is timed, and timing never shares its core with
+our own work. Multi-threaded candidates need every core: they are timed only
+while the builder is idle. A worker that crashes or exceeds its time limit is
+replaced and the candidate recorded with that status.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+from pebble import ProcessExpired, ProcessPool
+
+from rcompiler.kernels.base import Kernel
+
+from .builder import build
+from .results import BuildResult, Measurement, Status
+from .runner import RunTask, run, run_numpy
+
+
+@dataclass(frozen=True)
+class Candidate:
+    script: str | None  # transform IR; None is the naive lowering
+    threads: int = 1
+
+
+@dataclass
+class Limits:
+    compile_seconds: float = 120.0
+    run_seconds: float = 120.0
+    min_time: float = 0.2  # seconds of repeated runs per timing
+
+
+def _init_worker(cpus: set[int] | None) -> None:
+    # Workers never use BLAS threads; keep their math libraries single-threaded.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
+
+
+def _death_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"worker killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            pass
+    return f"worker exited with code {exitcode}"
+
+
+class Measurer:
+    """Compile, verify and time candidates of one kernel; errors are results."""
+
+    def __init__(self, kernel: Kernel, limits: Limits | None = None, seed: int = 0):
+        self.kernel = kernel
+        self.limits = limits or Limits()
+        self.seed = seed
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+        self.all_cpus = set(cpus)
+        self.overlap = len(cpus) > 1
+        self.builder_cpus = {cpus[0]}
+        self.runner_cpus = {cpus[-1]}
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that holds LLVM state
+        self._builder = ProcessPool(max_workers=1, max_tasks=200, context=ctx,
+                                    initializer=_init_worker, initargs=(self.builder_cpus,))
+        self._runner = ProcessPool(max_workers=1, max_tasks=200, context=ctx,
+                                   initializer=_init_worker, initargs=(self.runner_cpus,))
+        self._runner_all = None  # created on demand for multi-threaded candidates
+        self._reference: list[np.ndarray] | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    def close(self) -> None:
+        for pool in (self._builder, self._runner, self._runner_all):
+            if pool is not None:
+                pool.stop()
+                pool.join()
+
+    def __enter__(self) -> "Measurer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- reference and baselines -------------------------------------------
+    def reference(self) -> list[np.ndarray]:
+        """Expected outputs: NumPy for built-ins, the naive lowering for user kernels."""
+        if self._reference is None:
+            if self.kernel.reference is not None:
+                self._reference = self.kernel.reference(self.kernel.make_inputs(self.seed))
+            else:
+                naive = self._measure_one(Candidate(None), verify=False, return_outputs=True)
+                if not naive.ok:
+                    raise RuntimeError(f"the kernel does not run without transforms: {naive.reason}")
+                self._reference = naive.extra.pop("outputs")
+        return self._reference
+
+    def measure_naive(self) -> Measurement:
+        return self.measure(Candidate(None))
+
+    def measure_numpy(self) -> Measurement | None:
+        """NumPy's single-threaded time for matmul-like kernels, in the runner's process."""
+        from rcompiler.kernels.library import NUMPY_BASELINES
+
+        if self.kernel.kind not in NUMPY_BASELINES:
+            return None
+        future = self._runner.schedule(run_numpy, args=(self.kernel.kind, self.kernel.args, self.seed,
+                                                        self.limits.min_time), timeout=self.limits.run_seconds)
+        return self._collect(future, "run")
+
+    def measure_peak(self) -> float:
+        """Single-core f32 FMA peak in GFLOP/s, probed on the runner's core."""
+        from rcompiler.hardware import measure_fma_peak
+
+        return self._runner.schedule(measure_fma_peak, timeout=self.limits.run_seconds).result()
+
+    # -- candidates --------------------------------------------------------
+    def measure(self, candidate: Candidate) -> Measurement:
+        return next(iter(self.measure_many([candidate])))[1]
+
+    def measure_many(self, candidates: Iterable[Candidate]) -> Iterator[tuple[int, Measurement]]:
+        """Yield (index, measurement) as each finishes; builds overlap with timing."""
+        candidates = list(candidates)
+        reference = self.reference()
+        window = len(candidates) if self.overlap else 1
+        builds: dict[int, object] = {}
+        next_build = 0
+        deferred: list[tuple[int, BuildResult]] = []
+        runs: list[tuple[int, BuildResult, object]] = []
+
+        def submit_builds(upto: int) -> None:
+            nonlocal next_build
+            while next_build < min(upto, len(candidates)):
+                c = candidates[next_build]
+                builds[next_build] = self._builder.schedule(
+                    build, args=(self.kernel.payload, c.script, c.threads), timeout=self.limits.compile_seconds)
+                next_build += 1
+
+        for i, cand in enumerate(candidates):
+            submit_builds(i + window)
+            built = self._collect_build(builds.pop(i))
+            if built.status is not Status.OK:
+                yield i, Measurement(built.status, reason=built.reason, build_seconds=built.seconds)
+                continue
+            if cand.threads > 1 and self.overlap:
+                deferred.append((i, built))
+                continue
+            future = self._schedule_run(built, cand, reference)
+            if self.overlap:
+                runs.append((i, built, future))
+                while runs and runs[0][2].done():
+                    j, b, f = runs.pop(0)
+                    yield j, self._finish_run(b, f)
+            else:
+                yield i, self._finish_run(built, future)
+        for j, b, f in runs:
+            yield j, self._finish_run(b, f)
+        for j, b in deferred:  # the builder is idle now: every core is ours
+            yield j, self._finish_run(b, self._schedule_run(b, candidates[j], reference))
+
+    # -- internals ---------------------------------------------------------
+    def _measure_one(self, cand: Candidate, verify: bool, return_outputs: bool) -> Measurement:
+        built = self._collect_build(self._builder.schedule(
+            build, args=(self.kernel.payload, cand.script, cand.threads), timeout=self.limits.compile_seconds))
+        if built.status is not Status.OK:
+            return Measurement(built.status, reason=built.reason, build_seconds=built.seconds)
+        future = self._schedule_run(built, cand, self.reference() if verify else None, return_outputs)
+        return self._finish_run(built, future)
+
+    def _schedule_run(self, built: BuildResult, cand: Candidate, reference, return_outputs: bool = False):
+        task = RunTask(built.llvm_ir, self.kernel.func_name, self.kernel.args, reference, self.kernel.tolerance,
+                       seed=self.seed, min_time=self.limits.min_time, max_time=self.limits.run_seconds / 2,
+                       threads=cand.threads, return_outputs=return_outputs)
+        pool = self._runner
+        if cand.threads > 1:
+            if self._runner_all is None:
+                self._runner_all = ProcessPool(max_workers=1, max_tasks=200,
+                                               context=multiprocessing.get_context("spawn"),
+                                               initializer=_init_worker, initargs=(self.all_cpus,))
+            pool = self._runner_all
+        return pool.schedule(run, args=(task,), timeout=self.limits.run_seconds)
+
+    def _finish_run(self, built: BuildResult, future) -> Measurement:
+        result = self._collect(future, "run")
+        result.build_seconds = built.seconds
+        return result
+
+    def _collect_build(self, future) -> BuildResult:
+        try:
+            return future.result()
+        except FutureTimeout:
+            return BuildResult(Status.TIMEOUT, reason=f"compile exceeded {self.limits.compile_seconds:g} s")
+        except ProcessExpired as err:
+            return BuildResult(Status.CRASH, reason="while compiling: " + _death_reason(err.exitcode))
+        except Exception as err:  # noqa: BLE001 - an unexpected builder bug is still one candidate's result
+            return BuildResult(Status.APPLY_ERROR, reason=f"{type(err).__name__}: {err}"[:400])
+
+    def _collect(self, future, stage: str) -> Measurement:
+        try:
+            return future.result()
+        except FutureTimeout:
+            return Measurement(Status.TIMEOUT, reason=f"{stage} exceeded {self.limits.run_seconds:g} s")
+        except ProcessExpired as err:
+            return Measurement(Status.CRASH, reason=f"while running: " + _death_reason(err.exitcode))
+        except Exception as err:  # noqa: BLE001
+            return Measurement(Status.JIT_ERROR, reason=f"{type(err).__name__}: {err}"[:400])

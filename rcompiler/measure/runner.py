@@ -1,0 +1,78 @@
+"""Runner role: JIT the LLVM IR, check it against the reference, time it (in a worker process)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from rcompiler.kernels.base import ArgSpec, make_arrays
+
+from .results import Measurement, Status
+from .timing import time_call
+
+
+@dataclass
+class RunTask:
+    llvm_ir: str
+    func_name: str
+    args: tuple[ArgSpec, ...]
+    reference: list[np.ndarray] | None  # expected outputs; None: just return outputs
+    tolerance: float
+    seed: int = 0
+    min_time: float = 0.2
+    max_time: float = 10.0
+    threads: int = 1
+    return_outputs: bool = False
+
+
+def max_relative_error(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """Max |out - ref| over max |ref| (at least 1), NaN counting as infinite."""
+    worst = 0.0
+    for out, ref in zip(outputs, reference):
+        if not np.all(np.isfinite(out)):
+            return float("inf")
+        scale = max(1.0, float(np.max(np.abs(ref))))
+        worst = max(worst, float(np.max(np.abs(out.astype(np.float64) - ref))) / scale)
+    return worst
+
+
+def run(task: RunTask) -> Measurement:
+    from rcompiler.jit import JitFunction
+
+    start = time.perf_counter()
+    try:
+        fn = JitFunction(task.llvm_ir, task.func_name, threads=task.threads)
+    except Exception as err:  # noqa: BLE001 - any LLVM failure is a result, not a crash
+        return Measurement(Status.JIT_ERROR, reason=str(err).splitlines()[0][:400],
+                           run_seconds=time.perf_counter() - start)
+    arrays = make_arrays(task.args, task.seed)
+    call = fn.bind(arrays)
+    call()
+    outputs = [a for a, spec in zip(arrays, task.args) if spec.is_output]
+    error = None
+    if task.reference is not None:
+        error = max_relative_error(outputs, task.reference)
+        if not error <= task.tolerance:
+            return Measurement(Status.WRONG_RESULT, max_error=error,
+                               reason=f"max relative error {error:.3g} exceeds tolerance {task.tolerance:.3g}",
+                               run_seconds=time.perf_counter() - start)
+    extra = {"outputs": [o.copy() for o in outputs]} if task.return_outputs else {}
+    timing = time_call(call, min_time=task.min_time, max_time=task.max_time)
+    return Measurement(Status.OK, timing=timing, max_error=error,
+                       run_seconds=time.perf_counter() - start, extra=extra)
+
+
+def run_numpy(kind: str, args: tuple[ArgSpec, ...], seed: int = 0, min_time: float = 0.2) -> Measurement:
+    """Time the single-threaded NumPy (BLAS) version of a matmul-like kernel."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from rcompiler.kernels.library import NUMPY_BASELINES
+
+    arrays = make_arrays(args, seed)
+    fn = NUMPY_BASELINES[kind]
+    with threadpool_limits(limits=1):
+        timing = time_call(lambda: fn(arrays), min_time=min_time)
+    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return Measurement(Status.OK, timing=timing, extra={"blas": blas})

@@ -1,0 +1,98 @@
+"""Applying a transform script to a payload and lowering the result to the LLVM dialect.
+
+One documented pipeline, used after every script (and alone for the naive baseline):
+bufferize what is still on tensors, clean up, lower vector/linalg/scf/memref to
+LLVM. `convert-ub-to-llvm` is required: the vectorizer leaves `ub.poison`.
+Multi-threaded schedules (scf.forall) go through MLIR's async runtime.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+BUFFERIZE = "one-shot-bufferize{bufferize-function-boundaries=false}"
+CLEANUP = "canonicalize,cse,fold-memref-alias-ops,expand-strided-metadata,canonicalize"
+PARALLEL = ("scf-forall-to-parallel,async-parallel-for{{async-dispatch=false num-workers={threads}}},"
+            "async-to-async-runtime,async-runtime-ref-counting,async-runtime-ref-counting-opt,convert-async-to-llvm")
+TO_LLVM = ("convert-vector-to-scf{full-unroll=true},convert-linalg-to-loops,lower-affine,"
+           "finalize-memref-to-llvm,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-llvm,"
+           "convert-ub-to-llvm,convert-to-llvm,reconcile-unrealized-casts,canonicalize,cse")
+
+
+def lowering_pipeline(threads: int = 1) -> str:
+    """The pass pipeline from a transformed payload to the LLVM dialect."""
+    stages = [BUFFERIZE, CLEANUP]
+    if threads > 1:
+        stages.append(PARALLEL.format(threads=threads))
+    else:
+        stages.append("scf-forall-to-for")
+    stages.append(TO_LLVM)
+    return "builtin.module(" + ",".join(stages) + ")"
+
+
+class MLIRFailure(Exception):
+    """A step of compilation failed; `diagnostics` holds MLIR's messages."""
+
+    def __init__(self, stage: str, diagnostics: list[str], fallback: str = ""):
+        self.stage = stage
+        self.diagnostics = diagnostics or [fallback.strip()]
+        super().__init__(f"{stage}: " + " | ".join(self.diagnostics[:3]))
+
+
+@contextmanager
+def collect_diagnostics(ir, stage: str):
+    """Turn MLIR errors raised in the block into an MLIRFailure with all messages and notes."""
+    messages: list[str] = []
+
+    def handler(diag):
+        messages.append(_format(diag))
+        return True
+
+    h = ir.Context.current.attach_diagnostic_handler(handler)
+    try:
+        yield messages
+    except MLIRFailure:
+        raise
+    except Exception as err:  # MLIRError from the bindings
+        raise MLIRFailure(stage, messages or _error_messages(err), str(err)) from None
+    finally:
+        h.detach()
+
+
+def _format(diag) -> str:
+    text = f"{diag.message}"
+    notes = [n.message for n in diag.notes]
+    return text + ("".join(f" [note: {n}]" for n in notes) if notes else "")
+
+
+def _error_messages(err) -> list[str]:
+    details = getattr(err, "error_diagnostics", None) or []
+    out = []
+    for d in details:
+        out.append(d.message + "".join(f" [note: {n.message}]" for n in d.notes))
+    return out
+
+
+def apply_script(module, script: str) -> None:
+    """Apply the `@__transform_main` sequence of `script` to `module` in place."""
+    from mlir import ir
+    from mlir.dialects.transform import interpreter
+
+    with collect_diagnostics(ir, "parse-script"):
+        transform_module = ir.Module.parse(script)
+    entry = None
+    for op in transform_module.body.operations:
+        if "sym_name" in op.attributes and op.attributes["sym_name"].value == "__transform_main":
+            entry = op
+    if entry is None:
+        raise MLIRFailure("parse-script", ["the script has no @__transform_main named sequence"])
+    with collect_diagnostics(ir, "apply"):
+        interpreter.apply_named_sequence(module, entry, transform_module)
+    with collect_diagnostics(ir, "apply"):
+        module.operation.verify()
+
+
+def lower_to_llvm(module, threads: int = 1) -> None:
+    from mlir import ir, passmanager
+
+    with collect_diagnostics(ir, "lower"):
+        passmanager.PassManager.parse(lowering_pipeline(threads)).run(module.operation)
