@@ -1,6 +1,7 @@
 """Payload kernels, available by name and shape (see `KERNELS`), or from a .mlir file."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -52,10 +53,10 @@ KERNELS: dict[str, KernelEntry] = {
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """'1024,1024,1024' or '1024x1024x1024' -> (1024, 1024, 1024)."""
-    try:
-        return tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
-    except ValueError:
-        raise KernelError(f"bad shape {text!r}: expected integers separated by commas, e.g. 1024,1024,1024") from None
+    parts = re.split(r"[,x]", text.strip())
+    if not all(p.strip().isdigit() for p in parts):
+        raise KernelError(f"bad shape {text!r}: expected integers separated by commas, e.g. 1024,1024,1024")
+    return tuple(int(p) for p in parts)
 
 
 def get_kernel(name: str, shape: Sequence[int] | str | None = None) -> Kernel:

@@ -36,7 +36,7 @@ def kernel_from_mlir(text: str, func_name: str | None = None, name: str | None =
         ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
         arg_types = [ir.ShapedType(t) for t in _checked_types(ir, ftype.inputs, fname, "argument")]
         res_types = [ir.ShapedType(t) for t in _checked_types(ir, ftype.results, fname, "result")]
-        if res_types or any(ir.RankedTensorType.isinstance(t) for t in arg_types):
+        if res_types or any(isinstance(t, ir.RankedTensorType) for t in arg_types):
             module, args = _wrap_tensor_function(ir, passmanager, module, func, fname, arg_types, res_types)
         else:
             written = _written_arguments(func)
@@ -98,7 +98,7 @@ def _check_body(func, fname):
 
 def _checked_types(ir, types, fname, what):
     for i, t in enumerate(types):
-        if not (ir.RankedTensorType.isinstance(t) or ir.MemRefType.isinstance(t)):
+        if not (isinstance(t, ir.RankedTensorType) or isinstance(t, ir.MemRefType)):
             raise KernelError(f"@{fname} {what} #{i} has type {t}; only ranked tensors and memrefs are supported")
         shaped = ir.ShapedType(t)
         if not shaped.has_static_shape:
@@ -117,7 +117,7 @@ def _written_arguments(func) -> set[int]:
     args = list(func.regions[0].blocks[0].arguments)
     written = set()
     for op in _walk(func.operation):
-        if op.name.startswith("linalg.") and not len(op.results):
+        if op.name.startswith("linalg.") and hasattr(op.opview, "outputs") and not len(op.results):
             dests = list(op.opview.outputs)
         elif op.name in ("memref.copy", "memref.store", "bufferization.materialize_in_destination"):
             dests = [op.operands[1]]
@@ -131,7 +131,7 @@ def _wrap_tensor_function(ir, passmanager, module, func, fname, arg_types, res_t
     """Give a tensor function a memref entry point with one output buffer per result."""
     if not res_types:
         raise KernelError(f"@{fname} takes tensors but returns nothing; a tensor function must return its results")
-    if any(ir.MemRefType.isinstance(t) for t in arg_types):
+    if any(isinstance(t, ir.MemRefType) for t in arg_types):
         raise KernelError(f"@{fname} mixes tensor and memref arguments; use one form")
     impl = f"{fname}__impl"
     func.attributes["sym_name"] = ir.StringAttr.get(impl)
@@ -171,9 +171,9 @@ def _count_flops(ir, passmanager, module) -> tuple[int, int]:
         bounds: dict[int, int] = {}
         maps = [ir.AffineMapAttr(m).value for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
         for operand, amap in zip(op.operands, maps):
-            shape = ir.ShapedType(operand.type).shape if ir.ShapedType.isinstance(operand.type) else []
+            shape = ir.ShapedType(operand.type).shape if isinstance(operand.type, ir.ShapedType) else []
             for expr, size in zip(amap.results, shape):
-                if ir.AffineDimExpr.isinstance(expr):
+                if isinstance(expr, ir.AffineDimExpr):
                     bounds.setdefault(ir.AffineDimExpr(expr).position, size)
         domain = math.prod(bounds.values())
         body_ops = [o for o in op.regions[0].blocks[0].operations if o.name.split(".")[0] in ("arith", "math")]
