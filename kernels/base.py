@@ -58,6 +58,19 @@ class Kernel:
     kind: str = "user"  # the computation (matmul, conv2d, ...) for built-ins; "user" for .mlir files
 
     @property
+    def structure(self):
+        """Loop structure of every Linalg op (see kernels.structure)."""
+        from .structure import analyze
+
+        return analyze(self.payload)
+
+    @property
+    def main_index(self) -> int:
+        """The op that does the work: the one with the most arithmetic."""
+        ops = self.structure
+        return max(range(len(ops)), key=lambda i: ops[i].flops)
+
+    @property
     def inputs(self) -> tuple[ArgSpec, ...]:
         return tuple(a for a in self.args if not a.is_output)
 

@@ -9,10 +9,10 @@ The reference for a user kernel is its own naive lowering (no transform).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from .base import NUMPY_DTYPES, ArgSpec, Kernel, KernelError
+from .structure import analyze, walk as _walk
 
 SUPPORTED_DIALECTS = {"func", "linalg", "arith", "math", "tensor", "bufferization", "memref"}
 
@@ -44,11 +44,12 @@ def kernel_from_mlir(text: str, func_name: str | None = None, name: str | None =
             if not written:
                 raise KernelError(f"@{fname} writes none of its memref arguments; nothing to measure")
             func.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
-        flops, reduction = _count_flops(ir, passmanager, module)
-        ops = tuple(op.name for op in _walk(module.operation) if op.name.startswith("linalg."))
         payload = str(module)
-    return Kernel(name or fname, {f"a{i}": math.prod(a.shape) for i, a in enumerate(args)}, payload, fname,
-                  args, flops, reduction, ops, reference=None)
+    ops = analyze(payload)
+    main = max(ops, key=lambda o: o.flops)
+    dims = {f"d{i}": s for i, s in enumerate(main.sizes)}
+    return Kernel(name or fname, dims, payload, fname, args, max(1, sum(o.flops for o in ops)),
+                  main.reduction_length, tuple(o.name for o in ops), reference=None)
 
 
 def _parse(ir, text: str):
@@ -66,14 +67,6 @@ def _parse(ir, text: str):
         raise KernelError(f"malformed MLIR: {first.strip()}") from None
     finally:
         handler.detach()
-
-
-def _walk(op):
-    for region in op.regions:
-        for block in region.blocks:
-            for child in block.operations:
-                yield child.operation
-                yield from _walk(child.operation)
 
 
 def _pick_function(module, func_name):
@@ -154,32 +147,3 @@ def _wrap_tensor_function(ir, passmanager, module, func, fname, arg_types, res_t
     wrapped = ir.Module.parse(str(module).rstrip().rstrip("}") + "\n".join(lines) + "\n}\n")
     passmanager.PassManager.parse("builtin.module(inline,symbol-dce,canonicalize)").run(wrapped.operation)
     return wrapped, tuple(args)
-
-
-def _count_flops(ir, passmanager, module) -> tuple[int, int]:
-    """FLOPs from the iteration domain of each linalg op times the arithmetic in its body.
-
-    Named ops are generalized on a copy so every op exposes indexing maps.
-    Returns (flops, reduction length of the largest op).
-    """
-    copy = ir.Module.parse(str(module))
-    passmanager.PassManager.parse("builtin.module(func.func(linalg-generalize-named-ops))").run(copy.operation)
-    flops, reduction, biggest = 0, 1, 0
-    for op in _walk(copy.operation):
-        if op.name != "linalg.generic":
-            continue
-        bounds: dict[int, int] = {}
-        maps = [ir.AffineMapAttr(m).value for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
-        for operand, amap in zip(op.operands, maps):
-            shape = ir.ShapedType(operand.type).shape if isinstance(operand.type, ir.ShapedType) else []
-            for expr, size in zip(amap.results, shape):
-                if isinstance(expr, ir.AffineDimExpr):
-                    bounds.setdefault(ir.AffineDimExpr(expr).position, size)
-        domain = math.prod(bounds.values())
-        body_ops = [o for o in op.regions[0].blocks[0].operations if o.name.split(".")[0] in ("arith", "math")]
-        flops += domain * len(body_ops)
-        iterators = [str(a) for a in ir.ArrayAttr(op.attributes["iterator_types"])]
-        red = math.prod(bounds.get(i, 1) for i, it in enumerate(iterators) if "reduction" in it)
-        if domain > biggest:
-            biggest, reduction = domain, red
-    return max(flops, 1), reduction

@@ -45,7 +45,7 @@ class JitFunction:
         with self._context, ir.Location.unknown():
             module = ir.Module.parse(llvm_ir)
             libs = list(runtime_libraries()) if threads > 1 else []
-            self._engine = ExecutionEngine(module, opt_level=opt_level, shared_libs=libs)
+            self._engine = ExecutionEngine(module, opt_level=opt_level, shared_libs=list(runtime_libraries()))
             self._engine.initialize()
         address = self._engine.raw_lookup("_mlir_ciface_" + func_name)
         if not address:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 BUFFERIZE = "one-shot-bufferize{bufferize-function-boundaries=false}"
 CLEANUP = "canonicalize,cse,fold-memref-alias-ops,expand-strided-metadata,canonicalize"
-PARALLEL = ("scf-forall-to-parallel,async-parallel-for{{async-dispatch=false num-workers={threads}}},"
+PARALLEL = ("scf-forall-to-parallel,async-parallel-for{{async-dispatch=false num-workers={threads} min-task-size=1}},"
             "async-to-async-runtime,async-runtime-ref-counting,async-runtime-ref-counting-opt,convert-async-to-llvm")
 TO_LLVM = ("convert-vector-to-scf{full-unroll=true},convert-linalg-to-loops,lower-affine,"
            "finalize-memref-to-llvm,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-llvm,"
@@ -59,7 +59,7 @@ def collect_diagnostics(ir, stage: str):
 
 
 def _format(diag) -> str:
-    text = f"{diag.message}"
+    text = f"{diag.message} at {diag.location}"
     notes = [n.message for n in diag.notes]
     return text + ("".join(f" [note: {n}]" for n in notes) if notes else "")
 

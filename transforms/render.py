@@ -1,0 +1,281 @@
+"""Render a schedule as one transform-dialect module with `@__transform_main`.
+
+The script is plain transform IR: upstream `mlir-opt --transform-interpreter`
+applies it unchanged. Besides the schedule's own steps it always
+- splits the payload's Linalg ops into handles, the main op and the rest;
+- tiles the other ops (fill, bias, ReLU, copies) to rows so vectorizing them
+  never builds a whole-matrix vector, unless `fuse` pulled them into tiles;
+- bufferizes at the end, then (when vectorized) folds memref aliases, runs CSE,
+  and lowers contractions and transfers to what LLVM turns into FMAs.
+Every rendered line remembers the step it came from, so an MLIR error can be
+reported as "step N (name): message".
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from rcompiler.kernels.base import Kernel
+
+from .schedule import Schedule
+from .space import Plan, plan
+
+ANY = "!transform.any_op"
+DTYPES = {"float32": "f32", "float64": "f64"}
+
+
+@dataclass(frozen=True)
+class Script:
+    text: str
+    owners: tuple[str, ...]  # for each line of text: the step that wrote it
+
+    def explain(self, reason: str) -> str:
+        """Prefix an MLIR failure with the step whose line it points at."""
+        match = re.search(r'loc\("-":(\d+):\d+\)', reason)
+        if match:
+            line = int(match.group(1)) - 1
+            if 0 <= line < len(self.owners):
+                return f"{self.owners[line]}: {_strip(reason)}"
+        return _strip(reason)
+
+
+def _strip(reason: str) -> str:
+    reason = reason.replace("Failed to apply named transform sequence. Diagnostic message ", "")
+    return re.sub(r'\s*(at )?loc\("-":\d+:\d+\):?\s*', " ", reason).strip()
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.owners: list[str] = []
+        self.owner = "setup"
+        self._n = 0
+
+    def fresh(self, base: str) -> str:
+        self._n += 1
+        return f"%{base}{self._n}"
+
+    def __call__(self, line: str) -> None:
+        self.lines.append("    " + line)
+        self.owners.append(self.owner)
+
+
+def _results(n: int) -> str:
+    return ", ".join([ANY] * n)
+
+
+def _tile_for(w: _Writer, handle: str, sizes, interchange=None) -> tuple[str, list[str]]:
+    """tile_using_for; returns the tiled-op handle and one handle per loop."""
+    n_loops = sum(1 for s in sizes if s)
+    op, loops = w.fresh("tiled"), w.fresh("loops")
+    inter = f" interchange = {list(interchange)}" if interchange is not None and list(interchange) != sorted(interchange) else ""
+    lhs = f"{op}, {loops}:{n_loops}" if n_loops > 1 else f"{op}, {loops}"
+    w(f"{lhs} = transform.structured.tile_using_for {handle} tile_sizes {list(sizes)}{inter} : "
+      f"({ANY}) -> ({_results(n_loops + 1)})")
+    return op, ([f"{loops}#{i}" for i in range(n_loops)] if n_loops > 1 else [loops])
+
+
+def render(schedule: Schedule, kernel: Kernel) -> Script:
+    """The transform script for `schedule` on `kernel` (raises ScheduleError if illegal)."""
+    p = plan(schedule, kernel)
+    w = _Writer()
+    ops = kernel.structure
+    handles = [f"%op{i}" for i in range(len(ops))]
+    w(f"%linalg = transform.structured.match interface{{LinalgOp}} in %root : ({ANY}) -> {ANY}")
+    if len(ops) > 1:
+        w(f"{', '.join(handles)} = transform.split_handle %linalg : ({ANY}) -> ({_results(len(ops))})")
+    else:
+        handles = ["%linalg"]
+    main = handles[p.main_index]
+    aux = [(h, len(o.sizes)) for i, (h, o) in enumerate(zip(handles, ops)) if i != p.main_index]
+    fuse = schedule.has("fuse")
+    if not fuse:
+        _tile_rows(w, aux)
+
+    main = _layout(w, schedule, kernel, p, main)
+    if p.parallel_sizes is not None:
+        w.owner = _label(schedule, "parallel")
+        forall = w.fresh("forall")
+        new = w.fresh("par")
+        w(f"{new}, {forall} = transform.structured.tile_using_forall {main} tile_sizes {list(p.parallel_sizes)} : "
+          f"({ANY}) -> ({ANY}, {ANY})")
+        main = new
+
+    loops: list[str] = []
+    for depth, (tile, level) in enumerate(zip(schedule.tiles, p.levels)):
+        w.owner = _label(schedule, "tile", depth)
+        if depth == 0 and fuse:
+            main, loops = _fuse(w, schedule, kernel, p, handles[-1], tile, level)
+        else:
+            main, loops = _tile_for(w, main, tile.sizes, tile.interchange)
+
+    unroll = schedule.get("unroll")
+    if unroll is not None:
+        w.owner = _label(schedule, "unroll")
+        w(f"transform.loop.unroll {loops[unroll.loop]} {{factor = {unroll.factor}}} : {ANY}")
+    if schedule.has("peel"):
+        w.owner = _label(schedule, "peel")
+        inner = p.levels[-1]
+        for i in reversed(range(len(inner.loops))):  # innermost first: peeling invalidates nested handles
+            if inner.remainders[i]:
+                cast = w.fresh("for")
+                w(f"{cast} = transform.cast {loops[i]} : {ANY} to !transform.op<\"scf.for\">")
+                w(f"{w.fresh('main')}, {w.fresh('rest')} = transform.loop.peel {cast} : "
+                  f"(!transform.op<\"scf.for\">) -> ({ANY}, {ANY})")
+    if schedule.has("decompose"):
+        w.owner = _label(schedule, "decompose")
+        if unroll is not None or schedule.has("peel"):  # the main handle now misses the copies
+            main = w.fresh("convs")
+            w(f"{main} = transform.structured.match ops{{[\"{p.main_op}\"]}} in %root : ({ANY}) -> {ANY}")
+        w(f"{w.fresh('conv1d')} = transform.structured.decompose {main} : ({ANY}) -> {ANY}")
+
+    _vectorize_and_bufferize(w, schedule)
+    header = ["module attributes {transform.with_named_sequence} {",
+              f"  transform.named_sequence @__transform_main(%root: {ANY} {{transform.consumed}}) {{"]
+    footer = ["    transform.yield", "  }", "}"]
+    text = "\n".join(header + w.lines + footer) + "\n"
+    owners = ("setup",) * len(header) + tuple(w.owners) + ("cleanup",) * len(footer)
+    return Script(text, owners)
+
+
+def _label(schedule: Schedule, name: str, nth: int = 0) -> str:
+    seen = 0
+    for i, s in enumerate(schedule.steps):
+        if s.name == name:
+            if seen == nth:
+                return f"step {i + 1} ({s})"
+            seen += 1
+    return name
+
+
+def _tile_rows(w: _Writer, aux: list[tuple[str, int]]) -> None:
+    """Tile auxiliary ops to rows: vectors of one row, never a whole tensor."""
+    w.owner = "setup (tile auxiliary ops)"
+    for handle, rank in aux:
+        if rank >= 2:
+            _tile_for(w, handle, [1] * (rank - 1) + [0])
+
+
+def _layout(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str) -> str:
+    dtype = DTYPES.get(kernel.args[0].dtype, "f32")
+    pad = schedule.get("pad")
+    if pad is not None:
+        w.owner = _label(schedule, "pad")
+        n_operands = 3
+        new, pads, copy = w.fresh("padded"), w.fresh("pads"), w.fresh("copyback")
+        zeros = ", ".join([f"0.0 : {dtype}"] * n_operands)
+        w(f"{new}, {pads}, {copy} = transform.structured.pad {main} pad_to_multiple_of {list(pad.multiples)} {{"
+          f"padding_values = [{zeros}], padding_dimensions = {list(range(len(pad.multiples)))}, "
+          f"copy_back_op = \"linalg.copy\"}} : ({ANY}) -> ({ANY}, {ANY}, {ANY})")
+        rank = len(kernel.outputs[0].shape)
+        _tile_for(w, copy, [1] * (rank - 1) + [0])
+        return new
+    pack = schedule.get("pack")
+    if pack is not None:
+        w.owner = _label(schedule, "pack")
+        packed = w.fresh("packed")
+        w(f"{packed} = transform.structured.pack_greedily {main} matmul_packed_sizes = {list(pack.sizes)} "
+          f"matmul_inner_dims_order = [0, 1, 2] : ({ANY}) -> !transform.op<\"linalg.generic\">")
+        new = w.fresh("main")
+        w(f"{new} = transform.cast {packed} : !transform.op<\"linalg.generic\"> to {ANY}")
+        # Tile pack/unpack ops to single inner tiles and decompose them into
+        # pad/transpose/insert_slice: no reshapes, which fold_memref_alias_ops
+        # would otherwise chase forever after bufferization.
+        batch = len(p.nest.extents) - 6
+        packs, unpacks = w.fresh("packs"), w.fresh("unpacks")
+        w(f"{packs} = transform.structured.match ops{{[\"linalg.pack\"]}} in %root : ({ANY}) -> {ANY}")
+        _tile_for(w, packs, [1] * (batch + 2))
+        w(f"{unpacks} = transform.structured.match ops{{[\"linalg.unpack\"]}} in %root : ({ANY}) -> {ANY}")
+        _tile_for(w, unpacks, [1] * batch + [pack.sizes[0], pack.sizes[1]])
+        func = w.fresh("func")
+        w(f"{func} = transform.structured.match ops{{[\"func.func\"]}} in %root : ({ANY}) -> {ANY}")
+        w(f"transform.apply_patterns to {func} {{")
+        w("  transform.apply_patterns.linalg.decompose_pack_unpack")
+        w(f"}} : {ANY}")
+        return new
+    if schedule.has("im2col"):
+        w.owner = _label(schedule, "im2col")
+        img, reshape, new = w.fresh("img2col"), w.fresh("reshape"), w.fresh("gemm")
+        w(f"{img}, {reshape} = transform.structured.convert_conv2d_to_img2col {main} : ({ANY}) -> ({ANY}, {ANY})")
+        # The second handle is the reshape back to NHWF; the contraction produces its operand.
+        w(f"{new} = transform.get_producer_of_operand {reshape}[0] : ({ANY}) -> {ANY}")
+        _tile_for(w, img, [1, 1, 0])
+        return new
+    return main
+
+
+def _fuse(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, last: str, tile, level):
+    """First tile level with the fill and consumers fused; returns the main op inside."""
+    last_op = kernel.structure[-1]
+    if len(kernel.structure) - 1 == p.main_index:
+        sizes, order = list(tile.sizes), list(level.interchange)
+    else:  # a consumer: its loops are the main op's parallel loops, in order
+        par = [d for d, it in enumerate(p.nest.iterators) if it == "parallel"]
+        if len(par) != len(last_op.sizes):
+            from .steps import ScheduleError
+            raise ScheduleError("fuse: the last op's loops do not match the main op's parallel loops")
+        sizes = [tile.sizes[d] for d in par]
+        order = [par.index(d) for d in level.interchange if d in par]
+    n_loops = sum(1 for s in sizes if s)
+    op, loops = w.fresh("fused"), w.fresh("floops")
+    lhs = f"{op}, {loops}:{n_loops}" if n_loops > 1 else f"{op}, {loops}"
+    w(f"{lhs} = transform.structured.fuse {last} tile_sizes {sizes} interchange {order} : "
+      f"({ANY}) -> ({_results(n_loops + 1)})")
+    main = w.fresh("main")
+    w(f"{main} = transform.structured.match ops{{[\"{p.main_op}\"]}} in %root : ({ANY}) -> {ANY}")
+    return main, ([f"{loops}#{i}" for i in range(n_loops)] if n_loops > 1 else [loops])
+
+
+def _vectorize_and_bufferize(w: _Writer, schedule: Schedule) -> None:
+    vectorize, hoist = schedule.has("vectorize"), schedule.has("hoist")
+    strategy = schedule.get("contraction").strategy if schedule.has("contraction") else "outerproduct"
+    w.owner = _label(schedule, "vectorize") if vectorize else "cleanup"
+    w(f"%func = transform.structured.match ops{{[\"func.func\"]}} in %root : ({ANY}) -> {ANY}")
+    w("transform.apply_patterns to %func {")
+    w("  transform.apply_patterns.canonicalization")
+    w("  transform.apply_patterns.scf.for_loop_canonicalization")
+    w(f"}} : {ANY}")
+    if vectorize:
+        w(f"%vfunc = transform.structured.vectorize_children_and_apply_patterns %func : ({ANY}) -> {ANY}")
+        w("transform.apply_patterns to %vfunc {")
+        w("  transform.apply_patterns.canonicalization")
+        w("  transform.apply_patterns.tensor.fold_tensor_subset_ops_into_vector_transfers")
+        w(f"}} : {ANY}")
+        w(f"transform.apply_cse to %vfunc : {ANY}")
+        if hoist:  # on tensors first: works through scf.forall and padded operands
+            w.owner = _label(schedule, "hoist")
+            w(f"%tloops = transform.structured.match ops{{[\"scf.for\"]}} in %vfunc : ({ANY}) -> {ANY}")
+            w(f"transform.apply_licm to %tloops : {ANY}")
+            w(f"transform.foreach %tloops : {ANY} {{")
+            w(f"^bb0(%loop: {ANY}):")
+            w(f"  transform.loop.hoist_loop_invariant_subsets %loop : {ANY}")
+            w("}")
+    w.owner = "bufferize"
+    w(f"%bufferized = transform.bufferization.one_shot_bufferize %root : ({ANY}) -> {ANY}")
+    w(f"%bfunc = transform.structured.match ops{{[\"func.func\"]}} in %bufferized : ({ANY}) -> {ANY}")
+    if not vectorize:
+        w("transform.apply_patterns to %bfunc {")
+        w("  transform.apply_patterns.canonicalization")
+        w(f"}} : {ANY}")
+        return
+    w.owner = "lower vectors"
+    w("transform.apply_patterns to %bfunc {")
+    w("  transform.apply_patterns.vector.reduction_to_contract")
+    w("  transform.apply_patterns.vector.transfer_permutation_patterns")
+    w("  transform.apply_patterns.memref.fold_memref_alias_ops")
+    w("  transform.apply_patterns.canonicalization")
+    w(f"}} : {ANY}")
+    w(f"transform.apply_cse to %bfunc : {ANY}")
+    final = "%bfunc"
+    if hoist:
+        w.owner = _label(schedule, "hoist")
+        w(f"%hoisted = transform.structured.hoist_redundant_vector_transfers %bfunc : ({ANY}) -> {ANY}")
+        final = "%hoisted"
+    w.owner = _label(schedule, "contraction") if schedule.has("contraction") else "lower vectors"
+    w(f"transform.apply_patterns to {final} {{")
+    w(f"  transform.apply_patterns.vector.lower_contraction lowering_strategy = \"{strategy}\"")
+    w("  transform.apply_patterns.vector.transfer_permutation_patterns")
+    w("  transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1")
+    w("  transform.apply_patterns.vector.lower_outerproduct")
+    w("  transform.apply_patterns.canonicalization")
+    w(f"}} : {ANY}")

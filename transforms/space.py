@@ -1,0 +1,230 @@
+"""The search space of one kernel: its loop nest and what each step may do to it.
+
+`plan(schedule, kernel)` walks the schedule over the loop nest as the script
+would, and either raises ScheduleError with the reason a step is illegal, or
+returns what the renderer needs (loops per tile level, partial tiles to peel).
+Nothing here touches MLIR: legality is decided before anything is compiled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rcompiler.kernels.base import Kernel
+
+from .schedule import Schedule
+from .steps import CONTRACTION_STRATEGIES, ScheduleError
+
+LOOP_NAMES = {
+    "linalg.matmul": ("m", "n", "k"),
+    "linalg.batch_matmul": ("b", "m", "n", "k"),
+    "linalg.conv_2d_nhwc_hwcf": ("n", "oh", "ow", "f", "kh", "kw", "c"),
+}
+CONTRACTIONS = ("linalg.matmul", "linalg.batch_matmul")
+MAX_VECTOR_ELEMENTS = 1 << 14  # a register tile, not a whole matrix: bigger vectors blow up compile time
+MAX_THREADS = 64
+
+
+@dataclass
+class LoopNest:
+    names: list[str]
+    extents: list[int]
+    iterators: list[str]
+
+    def describe(self) -> str:
+        return ", ".join(f"{n}={e}{'(reduction)' if it == 'reduction' else ''}"
+                         for n, e, it in zip(self.names, self.extents, self.iterators))
+
+
+@dataclass
+class Level:
+    sizes: tuple[int, ...]
+    interchange: tuple[int, ...]
+    loops: list[int]  # dims that got a loop, outermost first
+    trips: list[int]
+    remainders: list[int]  # per loop: extent % size (0 = divides)
+
+
+@dataclass
+class Plan:
+    main_op: str
+    main_index: int
+    nest: LoopNest  # the main op's loops after layout steps (pack, pad, im2col)
+    levels: list[Level] = field(default_factory=list)
+    parallel_sizes: tuple[int, ...] | None = None
+
+
+def loop_nest(kernel: Kernel) -> LoopNest:
+    op = kernel.structure[kernel.main_index]
+    names = LOOP_NAMES.get(op.name, tuple(f"d{i}" for i in range(len(op.sizes))))
+    if len(names) != len(op.sizes):
+        names = tuple(f"d{i}" for i in range(len(op.sizes)))
+    return LoopNest(list(names), list(op.sizes), list(op.iterators))
+
+
+def plan(schedule: Schedule, kernel: Kernel) -> Plan:
+    """Check `schedule` against `kernel`; the first illegal step raises ScheduleError."""
+    op = kernel.structure[kernel.main_index]
+    nest = loop_nest(kernel)
+    p = Plan(op.name, kernel.main_index, nest)
+    vectorize = schedule.has("vectorize")
+    tiles = schedule.tiles
+    _layout(schedule, op.name, nest)
+    par = schedule.get("parallel")
+    if par is not None:
+        if schedule.has("fuse"):
+            raise ScheduleError("parallel: cannot be combined with fuse; fuse tiles the first level itself")
+        p.parallel_sizes = _parallel(par, nest)
+    if schedule.has("fuse"):
+        if not tiles:
+            raise ScheduleError("fuse: needs a tile step; it fuses into the first tile level's loops")
+        if len(kernel.structure) < 2:
+            raise ScheduleError("fuse: the kernel has a single op; there is nothing to fuse")
+        red = [nest.names[i] for i, s in enumerate(tiles[0].sizes) if s and nest.iterators[i] == "reduction"]
+        if red:
+            raise ScheduleError(f"fuse: the first tile level may only tile parallel loops; it tiles {', '.join(red)}")
+    extents = list(nest.extents)
+    peel = schedule.has("peel")
+    for depth, tile in enumerate(tiles):
+        innermost = depth == len(tiles) - 1
+        p.levels.append(_tile(tile, depth, nest, extents, allow_partial=(innermost and peel) or not vectorize))
+    _loop_shaping(schedule, p, nest)
+    if vectorize:
+        elements = 1
+        for e in extents:
+            elements *= e
+        if elements > MAX_VECTOR_ELEMENTS:
+            raise ScheduleError(f"vectorize: the innermost tile spans {elements} elements "
+                                f"(max {MAX_VECTOR_ELEMENTS}); tile down to a register tile first")
+    for name in ("hoist", "contraction"):
+        if schedule.has(name) and not vectorize:
+            raise ScheduleError(f"{name}: needs vectorize")
+    c = schedule.get("contraction")
+    if c is not None and c.strategy not in CONTRACTION_STRATEGIES:
+        raise ScheduleError(f"contraction: strategy {c.strategy!r} is not one of {', '.join(CONTRACTION_STRATEGIES)}")
+    return p
+
+
+def check(schedule: Schedule, kernel: Kernel) -> str | None:
+    """The reason `schedule` is illegal for `kernel`, or None."""
+    try:
+        plan(schedule, kernel)
+    except ScheduleError as err:
+        return str(err)
+    return None
+
+
+def _layout(schedule: Schedule, op_name: str, nest: LoopNest) -> None:
+    pad, pack, im2col = schedule.get("pad"), schedule.get("pack"), schedule.get("im2col")
+    if sum(x is not None for x in (pad, pack, im2col)) > 1:
+        raise ScheduleError("pad, pack and im2col each rewrite the op's layout: use at most one")
+    if pad is not None:
+        if op_name not in CONTRACTIONS:
+            raise ScheduleError(f"pad: supported on {', '.join(CONTRACTIONS)}, not {op_name}")
+        if len(pad.multiples) != len(nest.extents) or min(pad.multiples) < 1:
+            raise ScheduleError(f"pad: give one multiple >= 1 per loop ({nest.describe()})")
+        if all(e % m == 0 for e, m in zip(nest.extents, pad.multiples)):
+            raise ScheduleError("pad: every dim is already a multiple; padding would change nothing")
+        nest.extents = [-(-e // m) * m for e, m in zip(nest.extents, pad.multiples)]
+    if pack is not None:
+        if op_name not in CONTRACTIONS:
+            raise ScheduleError(f"pack: supported on {', '.join(CONTRACTIONS)}, not {op_name}")
+        if len(pack.sizes) != 3 or min(pack.sizes) < 1:
+            raise ScheduleError("pack: sizes are three positive inner tile sizes (m, n, k)")
+        *batch, m, n, k = nest.extents
+        for dim, size, ext in zip("mnk", pack.sizes, (m, n, k)):
+            if ext % size:
+                raise ScheduleError(f"pack: inner size {size} does not divide {dim}={ext}")
+        pm, pn, pk = pack.sizes
+        b = ["b"] if batch else []
+        nest.names = b + ["mo", "no", "ko", "mi", "ni", "ki"]
+        nest.extents = batch + [m // pm, n // pn, k // pk, pm, pn, pk]
+        nest.iterators = ["parallel"] * len(batch) + ["parallel", "parallel", "reduction", "parallel", "parallel", "reduction"]
+    if im2col is not None:
+        if op_name != "linalg.conv_2d_nhwc_hwcf":
+            raise ScheduleError(f"im2col: applies to linalg.conv_2d_nhwc_hwcf, not {op_name}")
+        if schedule.has("decompose"):
+            raise ScheduleError("im2col and decompose are alternatives: use one")
+        n, oh, ow, f, kh, kw, c = nest.extents
+        nest.names, nest.extents = ["n", "m", "f", "k"], [n, oh * ow, f, kh * kw * c]
+        nest.iterators = ["parallel", "parallel", "parallel", "reduction"]
+
+
+def _parallel(par, nest: LoopNest) -> tuple[int, ...]:
+    if not 2 <= par.threads <= MAX_THREADS:
+        raise ScheduleError(f"parallel: threads must be 2..{MAX_THREADS}, got {par.threads}")
+    if not 0 <= par.loop < len(nest.extents):
+        raise ScheduleError(f"parallel: loop {par.loop} does not exist ({nest.describe()})")
+    if nest.iterators[par.loop] != "parallel":
+        raise ScheduleError(f"parallel: loop {nest.names[par.loop]} is a reduction; split a parallel loop")
+    extent = nest.extents[par.loop]
+    if extent % par.threads:
+        raise ScheduleError(f"parallel: {par.threads} threads do not divide {nest.names[par.loop]}={extent}")
+    sizes = [0] * len(nest.extents)
+    sizes[par.loop] = extent // par.threads
+    nest.extents[par.loop] = extent // par.threads
+    return tuple(sizes)
+
+
+def _tile(tile, depth: int, nest: LoopNest, extents: list[int], allow_partial: bool) -> Level:
+    n = len(extents)
+    where = f"tile level {depth + 1}"
+    if len(tile.sizes) != n:
+        raise ScheduleError(f"{where}: needs {n} sizes, one per loop ({nest.describe()}), got {len(tile.sizes)}")
+    interchange = tile.interchange if tile.interchange is not None else tuple(range(n))
+    if sorted(interchange) != list(range(n)):
+        raise ScheduleError(f"{where}: interchange must be a permutation of 0..{n - 1}, got {list(interchange)}")
+    if not any(tile.sizes):
+        raise ScheduleError(f"{where}: all sizes are 0, nothing is tiled")
+    loops, trips, rems = [], [], []
+    for d, s in enumerate(tile.sizes):
+        if s < 0:
+            raise ScheduleError(f"{where}: negative size {s} for {nest.names[d]}")
+        if s > extents[d]:
+            raise ScheduleError(f"{where}: tile {s} is larger than {nest.names[d]}={extents[d]}")
+        if s and extents[d] % s and not allow_partial:
+            raise ScheduleError(f"{where}: tile {s} does not divide {nest.names[d]}={extents[d]}; partial tiles "
+                                "do not vectorize: pick a divisor, or add peel (innermost level) or pad")
+    for d in interchange:
+        s = tile.sizes[d]
+        if s:
+            loops.append(d)
+            trips.append(-(-extents[d] // s))
+            rems.append(extents[d] % s)
+    for d, s in enumerate(tile.sizes):
+        if s:
+            extents[d] = s
+    return Level(tuple(tile.sizes), tuple(interchange), loops, trips, rems)
+
+
+def _loop_shaping(schedule: Schedule, p: Plan, nest: LoopNest) -> None:
+    unroll, peel, decompose = schedule.get("unroll"), schedule.get("peel"), schedule.get("decompose")
+    inner = p.levels[-1] if p.levels else None
+    for name, step in (("unroll", unroll), ("peel", peel), ("decompose", decompose)):
+        if step is not None and inner is None:
+            raise ScheduleError(f"{name}: needs a tile step first")
+    if unroll is not None:
+        if not 0 <= unroll.loop < len(inner.loops):
+            raise ScheduleError(f"unroll: the innermost tile level has {len(inner.loops)} loop(s) "
+                                f"({', '.join(nest.names[d] for d in inner.loops)}); loop {unroll.loop} does not exist")
+        trip, rem = inner.trips[unroll.loop], inner.remainders[unroll.loop]
+        if unroll.factor < 2 or rem or trip % unroll.factor:
+            raise ScheduleError(f"unroll: factor {unroll.factor} must be >= 2 and divide the trip count {trip} "
+                                f"of loop {nest.names[inner.loops[unroll.loop]]}" + (" (which has a partial tile)" if rem else ""))
+    if peel is not None and not any(inner.remainders):
+        raise ScheduleError("peel: every innermost tile divides its loop; there is nothing to peel")
+    if decompose is not None:
+        if p.main_op != "linalg.conv_2d_nhwc_hwcf":
+            raise ScheduleError(f"decompose: applies to linalg.conv_2d_nhwc_hwcf, not {p.main_op}")
+        ext = dict(zip(nest.names, _innermost_extents(p, nest)))
+        if not ((ext["oh"] == 1 and ext["kh"] == 1) or (ext["ow"] == 1 and ext["kw"] == 1)):
+            raise ScheduleError("decompose: the innermost tile must have oh=1 and kh=1 (or ow=1 and kw=1), "
+                                f"it has oh={ext['oh']}, kh={ext['kh']}, ow={ext['ow']}, kw={ext['kw']}")
+
+
+def _innermost_extents(p: Plan, nest: LoopNest) -> list[int]:
+    extents = list(nest.extents)
+    for level in p.levels:
+        for d, s in enumerate(level.sizes):
+            if s:
+                extents[d] = s
+    return extents
