@@ -68,7 +68,7 @@ def _error_messages(err) -> list[str]:
     details = getattr(err, "error_diagnostics", None) or []
     out = []
     for d in details:
-        out.append(d.message + "".join(f" [note: {n.message}]" for n in d.notes))
+        out.append(f"{d.message} at {d.location}" + "".join(f" [note: {n.message}]" for n in d.notes))
     return out
 
 
