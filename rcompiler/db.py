@@ -1,0 +1,145 @@
+"""The tuning database: every measurement, written the moment it is measured.
+
+SQLite in WAL mode. A measurement belongs to (kernel, hardware, schedule) and
+is shared by every study of that kernel on that hardware: a schedule is never
+measured twice. A study (one strategy/proposer/seed on one kernel) lists the
+samples it drew, in order; rerunning the same study replays them and goes on.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rcompiler.measure.results import Measurement, Status, Timing
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS measurements (
+    kernel TEXT NOT NULL, hardware TEXT NOT NULL, schedule_key TEXT NOT NULL,
+    schedule TEXT NOT NULL, status TEXT NOT NULL, seconds REAL, median REAL, repeats INTEGER,
+    reason TEXT, max_error REAL, build_seconds REAL, run_seconds REAL, created REAL NOT NULL,
+    PRIMARY KEY (kernel, hardware, schedule_key));
+CREATE TABLE IF NOT EXISTS studies (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, kernel TEXT NOT NULL, hardware TEXT NOT NULL,
+    label TEXT, config TEXT, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    study INTEGER NOT NULL REFERENCES studies(id), seq INTEGER NOT NULL, schedule_key TEXT NOT NULL,
+    parent_key TEXT, proposer TEXT, rationale TEXT, created REAL NOT NULL,
+    PRIMARY KEY (study, seq), UNIQUE (study, schedule_key));
+CREATE TABLE IF NOT EXISTS baselines (
+    kernel TEXT NOT NULL, hardware TEXT NOT NULL, kind TEXT NOT NULL, seconds REAL, detail TEXT,
+    created REAL NOT NULL, PRIMARY KEY (kernel, hardware, kind));
+CREATE TABLE IF NOT EXISTS llm_cache (
+    key TEXT PRIMARY KEY, response TEXT NOT NULL, prompt_tokens INTEGER, completion_tokens INTEGER,
+    created REAL NOT NULL);
+"""
+
+
+@dataclass
+class Sample:
+    """One sample of a study: the schedule drawn and its measurement."""
+
+    seq: int
+    schedule_key: str
+    schedule: list
+    measurement: Measurement
+    parent_key: str | None = None
+    proposer: str = ""
+    rationale: str = ""
+
+
+class Database:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: database schema {row[0]} is not {SCHEMA_VERSION}; use a new --db")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- measurements --------------------------------------------------------
+    def measurement(self, kernel: str, hardware: str, schedule_key: str) -> Measurement | None:
+        row = self.conn.execute(
+            "SELECT status, seconds, median, repeats, reason, max_error, build_seconds, run_seconds "
+            "FROM measurements WHERE kernel=? AND hardware=? AND schedule_key=?",
+            (kernel, hardware, schedule_key)).fetchone()
+        return _to_measurement(row) if row else None
+
+    def record_measurement(self, kernel: str, hardware: str, schedule_key: str, schedule: list,
+                           m: Measurement) -> None:
+        t = m.timing
+        self.conn.execute(
+            "INSERT OR REPLACE INTO measurements VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (kernel, hardware, schedule_key, json.dumps(schedule), m.status.value,
+             t.min if t else None, t.median if t else None, t.repeats if t else None,
+             m.reason, m.max_error, m.build_seconds, m.run_seconds, time.time()))
+
+    def best(self, kernel: str, hardware: str) -> tuple[list, Measurement] | None:
+        """`apply best`: the fastest verified schedule known for a kernel on this hardware."""
+        row = self.conn.execute(
+            "SELECT schedule, status, seconds, median, repeats, reason, max_error, build_seconds, run_seconds "
+            "FROM measurements WHERE kernel=? AND hardware=? AND status='ok' ORDER BY seconds LIMIT 1",
+            (kernel, hardware)).fetchone()
+        return (json.loads(row[0]), _to_measurement(row[1:])) if row else None
+
+    # -- studies -------------------------------------------------------------
+    def study(self, name: str, kernel: str, hardware: str, label: str, config: dict) -> int:
+        """The id of study `name`, created if new (resumable: same name, same study)."""
+        row = self.conn.execute("SELECT id FROM studies WHERE name=?", (name,)).fetchone()
+        if row:
+            return row[0]
+        cur = self.conn.execute("INSERT INTO studies (name, kernel, hardware, label, config, created) "
+                                "VALUES (?,?,?,?,?,?)", (name, kernel, hardware, label, json.dumps(config), time.time()))
+        return cur.lastrowid
+
+    def add_sample(self, study: int, seq: int, schedule_key: str, parent_key: str | None,
+                   proposer: str, rationale: str) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO samples VALUES (?,?,?,?,?,?,?)",
+                          (study, seq, schedule_key, parent_key, proposer, rationale, time.time()))
+
+    def samples(self, study: int) -> list[Sample]:
+        rows = self.conn.execute(
+            "SELECT s.seq, s.schedule_key, m.schedule, s.parent_key, s.proposer, s.rationale, "
+            "m.status, m.seconds, m.median, m.repeats, m.reason, m.max_error, m.build_seconds, m.run_seconds "
+            "FROM samples s JOIN studies st ON st.id = s.study "
+            "JOIN measurements m ON m.kernel = st.kernel AND m.hardware = st.hardware AND m.schedule_key = s.schedule_key "
+            "WHERE s.study=? ORDER BY s.seq", (study,)).fetchall()
+        return [Sample(r[0], r[1], json.loads(r[2]), _to_measurement(r[6:]), r[3], r[4] or "", r[5] or "")
+                for r in rows]
+
+    # -- baselines -------------------------------------------------------------
+    def baseline(self, kernel: str, hardware: str, kind: str) -> tuple[float | None, dict] | None:
+        row = self.conn.execute("SELECT seconds, detail FROM baselines WHERE kernel=? AND hardware=? AND kind=?",
+                                (kernel, hardware, kind)).fetchone()
+        return (row[0], json.loads(row[1] or "{}")) if row else None
+
+    def record_baseline(self, kernel: str, hardware: str, kind: str, seconds: float | None, detail: dict) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO baselines VALUES (?,?,?,?,?,?)",
+                          (kernel, hardware, kind, seconds, json.dumps(detail), time.time()))
+
+    # -- LLM response cache ------------------------------------------------------
+    def cached_response(self, key: str) -> dict | None:
+        row = self.conn.execute("SELECT response FROM llm_cache WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def cache_response(self, key: str, response: dict, prompt_tokens: int, completion_tokens: int) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO llm_cache VALUES (?,?,?,?,?)",
+                          (key, json.dumps(response), prompt_tokens, completion_tokens, time.time()))
+
+
+def _to_measurement(row) -> Measurement:
+    status, seconds, median, repeats, reason, max_error, build_s, run_s = row
+    timing = Timing(seconds, median, repeats) if seconds is not None else None
+    return Measurement(Status(status), timing, reason or "", max_error, build_s or 0.0, run_s or 0.0)

@@ -1,0 +1,181 @@
+"""Local edits of a schedule: the moves shared by the random proposer, the
+evolutionary search's mutation and the heuristic's refinement.
+
+Every function returns (description, schedule) pairs; callers keep the legal ones.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from rcompiler.kernels.base import Kernel
+from rcompiler.transforms import (CONTRACTION_STRATEGIES, Contraction, Decompose, Hoist, Parallel, Peel, Schedule,
+                                  Tile, Unroll, Vectorize, check, loop_nest, plan)
+from rcompiler.transforms.space import Plan
+
+Edit = tuple[str, Schedule]
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def level_extents(kernel: Kernel, schedule: Schedule) -> list[list[int]]:
+    """For each tile level, the extent of every loop that level tiles (its parent tile)."""
+    try:
+        p: Plan = plan(schedule, kernel)
+        extents = list(p.nest.extents)
+    except Exception:  # noqa: BLE001 - an illegal schedule has no levels to edit
+        return []
+    out = []
+    for tile in schedule.tiles:
+        out.append(list(extents))
+        extents = [s if s else e for s, e in zip(tile.sizes, extents)]
+    return out
+
+
+def replace_tile(schedule: Schedule, level: int, tile: Tile) -> Schedule:
+    tiles = list(schedule.tiles)
+    tiles[level] = tile
+    others = [s for s in schedule.steps if not isinstance(s, Tile)]
+    return Schedule.of(others + tiles)
+
+
+def resize_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
+    """Double or halve one tile size (snapped to a divisor of its loop)."""
+    out = []
+    names = loop_nest(kernel).names if not schedule.has("pack") and not schedule.has("im2col") else None
+    for level, (tile, extents) in enumerate(zip(schedule.tiles, level_extents(kernel, schedule))):
+        for d, (size, extent) in enumerate(zip(tile.sizes, extents)):
+            if not size:
+                continue
+            label = names[d] if names and d < len(names) else f"loop {d}"
+            for factor, word in ((2, "double"), (0.5, "halve")):
+                target = size * factor
+                options = [x for x in divisors(extent) if (x > size if factor > 1 else x < size)]
+                if not options:
+                    continue
+                new = min(options, key=lambda x: abs(x - target))
+                sizes = list(tile.sizes)
+                sizes[d] = new
+                out.append((f"{word} level-{level + 1} {label} tile {size}->{new}",
+                            replace_tile(schedule, level, replace(tile, sizes=tuple(sizes)))))
+    return out
+
+
+def interchange_edits(schedule: Schedule) -> list[Edit]:
+    out = []
+    for level, tile in enumerate(schedule.tiles):
+        order = list(tile.interchange or range(len(tile.sizes)))
+        tiled = [i for i, d in enumerate(order) if tile.sizes[d]]
+        for a in range(len(tiled)):
+            for b in range(a + 1, len(tiled)):
+                new = list(order)
+                new[tiled[a]], new[tiled[b]] = new[tiled[b]], new[tiled[a]]
+                out.append((f"swap loops {new[tiled[b]]},{new[tiled[a]]} at level {level + 1}",
+                            replace_tile(schedule, level, replace(tile, interchange=tuple(new)))))
+    return out
+
+
+def flag_edits(schedule: Schedule, threads: int) -> list[Edit]:
+    out = []
+    for step in (Vectorize(), Hoist(), Peel(), Decompose()):
+        if schedule.has(step.name):
+            out.append((f"drop {step.name}", schedule.without(step.name)))
+        else:
+            out.append((f"add {step.name}", schedule.then(step)))
+    current = schedule.get("contraction")
+    for strategy in CONTRACTION_STRATEGIES:
+        if current is None or current.strategy != strategy:
+            out.append((f"contraction {strategy}", schedule.then(Contraction(strategy))))
+    if threads > 1:
+        if schedule.has("parallel"):
+            out.append(("run on one thread", schedule.without("parallel")))
+        else:
+            for loop in range(3):
+                out.append((f"parallel over loop {loop} on {threads} threads", schedule.then(Parallel(threads, loop))))
+    return out
+
+
+def unroll_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
+    if not schedule.tiles:
+        return []
+    try:
+        inner = plan(schedule, kernel).levels[-1]
+    except Exception:  # noqa: BLE001
+        return []
+    out = [("drop unroll", schedule.without("unroll"))] if schedule.has("unroll") else []
+    for i, trip in enumerate(inner.trips):
+        for factor in (2, 4, 8):
+            if trip % factor == 0 and trip > factor:
+                out.append((f"unroll loop {i} by {factor}", schedule.then(Unroll(i, factor))))
+    return out
+
+
+def level_edits(kernel: Kernel, schedule: Schedule, rng: random.Random) -> list[Edit]:
+    """Add an outer cache level (random divisors) or drop one level."""
+    out = []
+    tiles = schedule.tiles
+    for i in range(len(tiles)):
+        if len(tiles) > 1:
+            rest = [t for j, t in enumerate(tiles) if j != i]
+            out.append((f"drop tile level {i + 1}", Schedule.of([s for s in schedule.steps if not isinstance(s, Tile)] + rest)))
+    extents = level_extents(kernel, schedule)
+    if tiles and extents:
+        first = extents[0]
+        inner = tiles[0].sizes
+        sizes = tuple(rng.choice([d for d in divisors(e) if s == 0 or d % s == 0] or [e]) if s else 0
+                      for e, s in zip(first, inner))
+        out.append(("add an outer cache level", Schedule.of([Tile(sizes), *schedule.steps])))
+    return out
+
+
+def all_edits(kernel: Kernel, schedule: Schedule, threads: int, rng: random.Random) -> list[Edit]:
+    return (resize_edits(kernel, schedule) + interchange_edits(schedule) + flag_edits(schedule, threads)
+            + unroll_edits(kernel, schedule) + level_edits(kernel, schedule, rng))
+
+
+def legal(kernel: Kernel, edits: list[Edit], seen: set[str]) -> list[Edit]:
+    out, keys = [], set()
+    for desc, s in edits:
+        if s.key in seen or s.key in keys or check(s, kernel) is not None:
+            continue
+        keys.add(s.key)
+        out.append((desc, s))
+    return out
+
+
+def random_schedule(kernel: Kernel, rng: random.Random, threads: int = 1) -> Schedule:
+    """A random legal schedule: 1-3 tile levels of random divisors, random flags."""
+    nest = loop_nest(kernel)
+    for _ in range(200):
+        levels = rng.choice((1, 2, 2, 3))
+        extents = list(nest.extents)
+        tiles = []
+        for _level in range(levels):
+            sizes = []
+            for e in extents:
+                ds = divisors(e)
+                sizes.append(rng.choice([0] + ds[:-1] + ds[:-1]) if len(ds) > 1 else 0)
+            if not any(sizes):
+                continue
+            interchange = None
+            if rng.random() < 0.3:
+                interchange = tuple(rng.sample(range(len(sizes)), len(sizes)))
+            tiles.append(Tile(tuple(sizes), interchange))
+            extents = [s if s else e for s, e in zip(sizes, extents)]
+        steps = list(tiles)
+        if rng.random() < 0.8:
+            steps.append(Vectorize())
+            if rng.random() < 0.6:
+                steps.append(Hoist())
+            if rng.random() < 0.3:
+                steps.append(Contraction(rng.choice(CONTRACTION_STRATEGIES)))
+        if rng.random() < 0.3:
+            steps.append(Decompose())
+        if threads > 1 and rng.random() < 0.4:
+            steps.append(Parallel(threads, rng.randrange(len(extents))))
+        s = Schedule.of(steps)
+        if s.steps and check(s, kernel) is None:
+            return s
+    return Schedule.of([Tile(tuple(1 if i == len(nest.extents) - 1 else 0 for i in range(len(nest.extents))))])

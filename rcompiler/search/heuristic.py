@@ -1,0 +1,251 @@
+"""The offline proposer: a performance engineer's reasoning, written as code.
+
+At the root it derives complete schedules from the kernel's loops and the
+machine: a register tile that fills the vector registers with accumulators,
+cache tiles sized to L1 and L2, vectorize and hoist. Deeper, it refines a
+measured schedule with local edits, ranked by an expert prior and by what
+the same kind of edit did earlier in this study (faster, slower, failed).
+No table of known answers: every number comes from the shape and the hardware.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from rcompiler.hardware import Hardware
+from rcompiler.kernels.base import Kernel
+from rcompiler.transforms import (Contraction, Decompose, Hoist, Im2col, Parallel, Peel, Schedule, Tile, Vectorize,
+                                  check, loop_nest)
+
+from .context import Evaluated, Proposal, ProposalContext
+from .edits import all_edits, divisors, legal
+
+F32 = 4
+
+
+def snap(extent: int, target: float, multiple_of: int = 1) -> int:
+    """The divisor of `extent` (a multiple of `multiple_of`) nearest `target` in log scale;
+    the whole extent when none exists (the inner level then peels)."""
+    options = [d for d in divisors(extent) if d % multiple_of == 0]
+    if not options:
+        return extent
+    return min(options, key=lambda d: (abs(math.log(d / max(target, 1))), -d))
+
+
+def register_tiles(hw: Hardware, rows: int, cols: int) -> list[tuple[int, int]]:
+    """(rows, cols) register tiles, best first: as many accumulator vectors as the
+    register file holds (keeping one row of B and a broadcast of A), preferring
+    shapes that divide the loops and load few bytes per FMA."""
+    lanes, regs = hw.f32_lanes, hw.vector_registers
+    out = []
+    for vecs in (1, 2, 3, 4):
+        nr = vecs * lanes
+        if nr > cols and vecs > 1:
+            continue
+        max_rows = max(1, min(16, (regs - vecs - 1) // vecs))
+        for mr in range(min(max_rows, rows), 0, -1):
+            # Per reduction step: mr broadcasts + vecs loads feed mr * vecs FMAs.
+            score = mr * vecs / (mr + vecs)
+            score *= (1.0 if rows % mr == 0 else 0.85) * (1.0 if cols % nr == 0 else 0.85)  # else peel
+            out.append((score, mr, min(nr, cols)))
+    out.sort(reverse=True)
+    # The best tile of each width first (diverse options), then the rest by score.
+    firsts, rest, widths = [], [], set()
+    for _, mr, nr in out:
+        (rest if nr in widths else firsts).append((mr, nr))
+        widths.add(nr)
+    return firsts + rest
+
+
+class HeuristicProposer:
+    name = "heuristic"
+
+    def propose(self, ctx: ProposalContext, k: int) -> list[Proposal]:
+        parent = ctx.schedule.key if ctx.schedule.steps else None
+        if not ctx.schedule.steps:
+            ideas = self.initial(ctx.kernel, ctx.hardware, ctx.threads)
+        else:
+            ideas = self.refine(ctx)
+        out, keys = [], set(ctx.seen)
+        for why, s in ideas:
+            if s.key in keys or check(s, ctx.kernel) is not None:
+                continue
+            keys.add(s.key)
+            out.append(Proposal(s, why, self.name, parent))
+            if len(out) == k:
+                break
+        return out
+
+    # -- complete schedules from first principles -----------------------------
+    def initial(self, kernel: Kernel, hw: Hardware, threads: int) -> list[tuple[str, Schedule]]:
+        names = loop_nest(kernel).names
+        if names[-3:] == ["m", "n", "k"]:
+            ideas = self._contraction(kernel, hw)
+        elif names == ["n", "oh", "ow", "f", "kh", "kw", "c"]:
+            ideas = self._conv(kernel, hw)
+        else:
+            ideas = self._generic(kernel, hw)
+        if threads > 1 and ideas:
+            par = self._parallel(kernel, ideas[0][1], threads)
+            if par is not None:
+                ideas.insert(1, par)
+        return ideas
+
+    def _contraction(self, kernel: Kernel, hw: Hardware) -> list[tuple[str, Schedule]]:
+        nest = loop_nest(kernel)
+        *batch, M, N, K = nest.extents
+        b = [1] * len(batch)
+        ideas = []
+        for rank, (mr, nr) in enumerate(register_tiles(hw, M, N)[:3]):
+            kc = snap(K, hw.l1d_bytes / ((mr + nr) * F32))  # A and B micro-panels stay in L1
+            mc_l2 = snap(M, hw.l2_bytes / (2 * kc * F32), mr)  # an A block fills half of L2
+            mc_small = snap(M, 8 * mr, mr)
+            nc = snap(N, hw.l2_bytes / (4 * kc * F32), nr)  # a B panel in a quarter of L2
+            inner = Tile(tuple(b + [mr, nr, 1]))
+            peel = [Peel()] if M % mr or N % nr else []
+            for mc, what in ((mc_small, "small A block"), (mc_l2, "A block sized to L2")):
+                outer = Tile(tuple(b + [mc, nc, kc]), tuple(range(len(b))) + tuple(x + len(b) for x in (0, 2, 1)))
+                why = (f"register tile {mr}x{nr} ({mr * nr // hw.f32_lanes} accumulators of {hw.vector_registers} "
+                       f"{hw.vector_bits}-bit registers), k-block {kc} so A and B panels fit L1 "
+                       f"({hw.l1d_bytes // 1024} KiB), {what} {mc}x{kc}, n-block {nc}; vectorize and keep C in registers")
+                ideas.append((why, Schedule.of([outer, inner, Vectorize(), Hoist(), *peel])))
+                if rank:
+                    break
+        mr, nr = register_tiles(hw, M, N)[0]
+        ideas.insert(2, ("register tile only, k innermost: no cache blocking",
+                         Schedule.of([Tile(tuple(b + [mr, nr, 1])), Vectorize(), Hoist(),
+                                      *([Peel()] if M % mr or N % nr else [])])))
+        return ideas
+
+    def _conv(self, kernel: Kernel, hw: Hardware) -> list[tuple[str, Schedule]]:
+        n, oh, ow, f, kh, kw, c = loop_nest(kernel).extents
+        ideas = []
+        for rows, cols in register_tiles(hw, ow, f)[:3]:
+            wr = snap(ow, rows)
+            inner = (1, 1, wr, cols, 1, 0, 1)
+            why = (f"decompose to 1-D convolutions over a {wr}x{cols} output tile (ow x f) held in registers, "
+                   f"reducing over kh, c with kw unrolled; vectorize and hoist the accumulators")
+            peel = [Peel()] if f % cols else []
+            ideas.append((why, Schedule.of([Tile(inner), Decompose(), Vectorize(), Hoist(), *peel])))
+        rows, cols = register_tiles(hw, ow, f)[0]
+        wr = snap(ow, rows)
+        cb = snap(c, hw.l1d_bytes / (F32 * kh * kw * cols))  # filter slice of an f-tile stays in L1
+        ideas.insert(1, (f"same register tile with the channels blocked by {cb} so the filter slice stays in L1",
+                         Schedule.of([Tile((1, 1, ow, f, 0, 0, cb)), Tile((1, 1, wr, cols, 1, 0, 1)), Decompose(),
+                                      Vectorize(), Hoist()])))
+        m = oh * ow
+        mr, nr = register_tiles(hw, m, f)[0]
+        ideas.append(("im2col: turn the convolution into one matmul-like contraction and tile it like a matmul",
+                      Schedule.of([Im2col(), Tile((1, snap(m, mr), nr if f % nr == 0 else f, 1)), Vectorize(), Hoist()])))
+        return ideas
+
+    def _generic(self, kernel: Kernel, hw: Hardware) -> list[tuple[str, Schedule]]:
+        nest = loop_nest(kernel)
+        par = [i for i, it in enumerate(nest.iterators) if it == "parallel"]
+        ideas = []
+        for vecs in (1, 2):
+            sizes = [1] * len(nest.extents)
+            if par:
+                last = par[-1]
+                sizes[last] = snap(nest.extents[last], vecs * hw.f32_lanes)
+                if len(par) > 1:
+                    sizes[par[-2]] = snap(nest.extents[par[-2]], 8)
+            ideas.append((f"vectorize the innermost parallel loop by {sizes[par[-1]] if par else 1}, "
+                          "keep reductions scalar in registers",
+                          Schedule.of([Tile(tuple(sizes)), Vectorize(), Hoist()])))
+        return ideas
+
+    def _parallel(self, kernel: Kernel, base: Schedule, threads: int):
+        nest = loop_nest(kernel)
+        for loop, (extent, it) in enumerate(zip(nest.extents, nest.iterators)):
+            if it == "parallel" and extent % threads == 0 and extent >= 8 * threads:
+                s = base.then(Parallel(threads, loop))
+                if check(s, kernel) is None:
+                    return (f"split loop {nest.names[loop]} across {threads} threads, then the best "
+                            "single-core schedule inside each", s)
+                # cache tiles may no longer divide the split loop: drop the outer level
+                tiles = base.tiles
+                if len(tiles) > 1:
+                    s = Schedule.of([x for x in base.steps if not isinstance(x, Tile)] + list(tiles[1:])
+                                    + [Parallel(threads, loop)])
+                    if check(s, kernel) is None:
+                        return (f"split loop {nest.names[loop]} across {threads} threads with register tiles inside", s)
+        return None
+
+    # -- refinement of a measured schedule -------------------------------------
+    def refine(self, ctx: ProposalContext) -> list[tuple[str, Schedule]]:
+        edits = legal(ctx.kernel, all_edits(ctx.kernel, ctx.schedule, ctx.threads, ctx.rng), ctx.seen)
+        learned = self._learned_gains(ctx.history)
+        failed = ctx.result is not None and not ctx.result.ok
+        scored = []
+        for desc, s in edits:
+            kind = edit_kind(desc)
+            score = self._prior(desc, ctx, failed)
+            if kind in learned:
+                score += 2.0 * learned[kind]
+            scored.append((score, desc, s))
+        scored.sort(key=lambda t: -t[0])
+        out, kinds = [], set()
+        for score, desc, s in scored:  # one edit of each kind first: diverse children
+            if edit_kind(desc) not in kinds:
+                kinds.add(edit_kind(desc))
+                out.append((self._explain(desc, learned, ctx), s))
+        return out
+
+    @staticmethod
+    def _prior(desc: str, ctx: ProposalContext, failed: bool) -> float:
+        s = ctx.schedule
+        if failed:  # undo risky steps or shrink tiles
+            return 1.0 if desc.startswith(("drop", "halve")) else -1.0
+        if desc == "add hoist" and s.has("vectorize"):
+            return 3.0
+        if desc == "add vectorize":
+            return 3.0
+        if desc.startswith("parallel over"):
+            return 2.5
+        if desc.startswith(("drop vectorize", "drop hoist", "drop decompose", "run on one thread")):
+            return -3.0
+        if desc.startswith(("double", "halve")):
+            return 0.6 if "level-1" in desc else 0.3
+        if desc.startswith("swap"):
+            return 0.2
+        if desc.startswith("unroll"):
+            return 0.1
+        if desc.startswith("contraction"):
+            return 0.0 if "parallelarith" in desc else -0.5
+        return -0.2
+
+    @staticmethod
+    def _learned_gains(history: list[Evaluated]) -> dict[str, float]:
+        """Mean log2 speed ratio child/parent per kind of edit, from this study's samples."""
+        by_key = {e.schedule.key: e for e in history}
+        gains: dict[str, list[float]] = defaultdict(list)
+        for e in history:
+            if not e.rationale.startswith(("edit:", "random edit:")) or e.parent_key not in by_key:
+                continue
+            parent = by_key[e.parent_key]
+            kind = edit_kind(e.rationale.split(":", 1)[1].strip())
+            if not e.ok:
+                gains[kind].append(-2.0)
+            elif parent.ok and parent.seconds and e.seconds:
+                gains[kind].append(math.log2(parent.seconds / e.seconds))
+        return {k: sum(v) / len(v) for k, v in gains.items()}
+
+    @staticmethod
+    def _explain(desc: str, learned: dict[str, float], ctx: ProposalContext) -> str:
+        kind = edit_kind(desc)
+        note = ""
+        if kind in learned:
+            note = f" (this kind of edit changed speed by {2 ** learned[kind]:.2f}x on average so far)"
+        base = ctx.result.describe() if ctx.result else str(ctx.schedule)
+        return f"edit: {desc}{note}; from {base[:200]}"
+
+
+def edit_kind(desc: str) -> str:
+    """The kind of an edit for learning: 'double level-1 k tile 64->128' -> 'double level-1 k'."""
+    words = desc.split()
+    if words and words[0] in ("double", "halve"):
+        return " ".join(words[:3])
+    if words and words[0] in ("unroll", "contraction", "swap"):
+        return " ".join(words[:2])
+    return desc

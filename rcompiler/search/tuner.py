@@ -1,0 +1,238 @@
+"""The tuning loop: a strategy asks, the measurer measures, the database remembers.
+
+Every measurement is written the moment it finishes. A study is named by what
+defines it (kernel, hardware, strategy, proposer, seed, threads); running it
+again replays its samples from the database (strategies are deterministic
+given their seed and the results they are told) and measures only what is new.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from rcompiler.db import Database
+from rcompiler.hardware import Hardware, detect
+from rcompiler.kernels.base import Kernel
+from rcompiler.measure import Candidate, Limits, Measurer
+from rcompiler.measure.results import Measurement, Status
+from rcompiler.transforms import Schedule, ScheduleError, render
+
+from .baselines import Evolutionary, RandomSearch
+from .context import Evaluated, Proposal
+from .heuristic import HeuristicProposer
+from .mcts import MCTS
+from .random_proposer import RandomProposer
+
+STRATEGIES = ("mcts", "random", "evolutionary")
+PROPOSERS = ("heuristic", "random", "llm")
+
+
+@dataclass
+class TuneConfig:
+    strategy: str = "mcts"
+    proposer: str = "heuristic"
+    budget: int = 32  # measured samples
+    seed: int = 0
+    threads: int = 1
+    time_budget: float | None = None  # seconds, if set
+    exploration: float = 1.0
+    children: int = 4
+    limits: Limits = field(default_factory=Limits)
+    llm: dict = field(default_factory=dict)  # options for the llm proposer
+
+
+@dataclass
+class SampleRecord:
+    seq: int
+    key: str
+    schedule: Schedule
+    status: str
+    seconds: float | None
+    speedup: float | None
+    reason: str
+    proposer: str
+    rationale: str
+    parent: str | None
+    reused: bool  # answered from the database, not measured in this run
+    measurement: Measurement | None = None
+
+
+@dataclass
+class TuneResult:
+    kernel: Kernel
+    hardware: Hardware
+    config: TuneConfig
+    naive_seconds: float | None
+    numpy_seconds: float | None
+    numpy_detail: dict
+    samples: list[SampleRecord]
+    proposer_stats: dict = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+    @property
+    def best(self) -> SampleRecord | None:
+        ok = [s for s in self.samples if s.status == "ok" and s.seconds]
+        return min(ok, key=lambda s: s.seconds) if ok else None
+
+    @property
+    def best_schedule(self) -> Schedule | None:
+        return self.best.schedule if self.best else None
+
+    @property
+    def best_script(self) -> str | None:
+        return render(self.best.schedule, self.kernel).text if self.best else None
+
+    def gflops(self, seconds: float | None) -> float | None:
+        return self.kernel.flops / seconds / 1e9 if seconds else None
+
+    def best_so_far(self) -> list[float]:
+        """Best speedup over naive after each sample (1.0 until something beats naive)."""
+        out, best = [], 1.0
+        for s in self.samples:
+            if s.speedup:
+                best = max(best, s.speedup)
+            out.append(best)
+        return out
+
+
+def make_strategy(kernel: Kernel, hardware: Hardware, config: TuneConfig, db: Database):
+    if config.strategy == "random":
+        return RandomSearch(kernel, hardware, config.threads, config.seed, config.children)
+    if config.strategy == "evolutionary":
+        return Evolutionary(kernel, hardware, config.threads, config.seed)
+    if config.strategy == "mcts":
+        return MCTS(kernel, hardware, make_proposer(config, db), config.threads, config.seed,
+                    config.exploration, config.children)
+    raise ValueError(f"unknown strategy {config.strategy!r}; choose from {', '.join(STRATEGIES)}")
+
+
+def make_proposer(config: TuneConfig, db: Database):
+    if config.proposer == "heuristic":
+        return HeuristicProposer()
+    if config.proposer == "random":
+        return RandomProposer()
+    if config.proposer == "llm":
+        from .llm import LLMProposer
+
+        return LLMProposer(db=db, **config.llm)
+    raise ValueError(f"unknown proposer {config.proposer!r}; choose from {', '.join(PROPOSERS)}")
+
+
+class Tuner:
+    def __init__(self, kernel: Kernel, config: TuneConfig, db: Database,
+                 on_sample: Callable[[SampleRecord, "Tuner"], None] | None = None):
+        self.kernel, self.config, self.db = kernel, config, db
+        self.hardware = detect()
+        self.on_sample = on_sample
+        self._measurer: Measurer | None = None
+        label = config.proposer if config.strategy == "mcts" else "-"
+        self.study_name = (f"{kernel.fingerprint}/{self.hardware.fingerprint}/{config.strategy}/{label}/"
+                           f"seed{config.seed}/threads{config.threads}")
+        self.study = db.study(self.study_name, kernel.fingerprint, self.hardware.fingerprint, kernel.label,
+                              {"strategy": config.strategy, "proposer": label, "seed": config.seed,
+                               "threads": config.threads})
+        self.samples: list[SampleRecord] = []
+        self.naive_seconds: float | None = None
+        self.best_seconds: float | None = None
+
+    @property
+    def measurer(self) -> Measurer:
+        if self._measurer is None:
+            self._measurer = Measurer(self.kernel, self.config.limits, seed=0)
+        return self._measurer
+
+    def close(self) -> None:
+        if self._measurer is not None:
+            self._measurer.close()
+            self._measurer = None
+
+    # -- baselines (measured once per kernel and machine, kept in the database) --
+    def baseline(self, kind: str) -> tuple[float | None, dict]:
+        kfp, hfp = self.kernel.fingerprint, self.hardware.fingerprint
+        stored = self.db.baseline(kfp, hfp, kind)
+        if stored is not None:
+            return stored
+        m = self.measurer.measure_naive() if kind == "naive" else self.measurer.measure_numpy()
+        seconds = m.seconds if m is not None and m.ok else None
+        detail = {} if m is None else {"status": m.status.value, "reason": m.reason, **{
+            k: v for k, v in m.extra.items() if k == "blas"}}
+        if kind == "naive" and seconds is None:
+            raise RuntimeError(f"the kernel does not run without transforms: {m.status.value}: {m.reason}")
+        self.db.record_baseline(kfp, hfp, kind, seconds, detail)
+        return seconds, detail
+
+    # -- the loop -------------------------------------------------------------------
+    def run(self) -> TuneResult:
+        start = time.monotonic()
+        cfg = self.config
+        self.naive_seconds, _ = self.baseline("naive")
+        numpy_seconds, numpy_detail = self.baseline("numpy")
+        strategy = make_strategy(self.kernel, self.hardware, cfg, self.db)
+        stuck = 0
+        try:
+            while len(self.samples) < cfg.budget:
+                if cfg.time_budget is not None and time.monotonic() - start > cfg.time_budget:
+                    break
+                proposals = [p for p in strategy.ask() if p.schedule.key not in {s.key for s in self.samples}]
+                if not proposals:
+                    stuck += 1
+                    if stuck >= 3:
+                        break
+                    continue
+                stuck = 0
+                proposals = proposals[: cfg.budget - len(self.samples)]
+                for proposal, record in zip(proposals, self._evaluate(proposals)):
+                    strategy.tell(proposal, self._evaluated(record))
+        finally:
+            self.close()
+        stats = getattr(getattr(strategy, "proposer", None), "stats", {})
+        return TuneResult(self.kernel, self.hardware, cfg, self.naive_seconds, numpy_seconds, numpy_detail,
+                          self.samples, dict(stats), time.monotonic() - start)
+
+    def _evaluated(self, r: SampleRecord) -> Evaluated:
+        return Evaluated(r.schedule, r.status, r.seconds, r.speedup, r.reason, r.rationale, r.parent)
+
+    def _evaluate(self, proposals: list[Proposal]) -> list[SampleRecord]:
+        """Records for the proposals, in order: from the database where known, measured otherwise.
+        Each measurement and its sample row are written as soon as it lands."""
+        kfp, hfp = self.kernel.fingerprint, self.hardware.fingerprint
+        base = len(self.samples)
+        records: list[SampleRecord | None] = [None] * len(proposals)
+        to_measure = []
+        for i, p in enumerate(proposals):
+            known = self.db.measurement(kfp, hfp, p.schedule.key)
+            if known is None:
+                try:
+                    to_measure.append((i, p, render(p.schedule, self.kernel)))
+                    continue
+                except ScheduleError as err:  # proposers check legality; this is a last guard
+                    known = Measurement(Status.APPLY_ERROR, reason=str(err))
+                    self.db.record_measurement(kfp, hfp, p.schedule.key, p.schedule.to_json(), known)
+            records[i] = self._record(base + i, p, known, reused=True)
+            self.db.add_sample(self.study, base + i, p.schedule.key, p.parent_key, p.proposer, p.rationale)
+        candidates = [Candidate(script.text, _threads(p.schedule)) for _, p, script in to_measure]
+        for j, m in (self.measurer.measure_many(candidates) if candidates else []):
+            i, p, script = to_measure[j]
+            m.reason = script.explain(m.reason) if m.reason else ""
+            self.db.record_measurement(kfp, hfp, p.schedule.key, p.schedule.to_json(), m)
+            self.db.add_sample(self.study, base + i, p.schedule.key, p.parent_key, p.proposer, p.rationale)
+            records[i] = self._record(base + i, p, m, reused=False)
+        for r in records:
+            self.samples.append(r)
+            if r.seconds and (self.best_seconds is None or r.seconds < self.best_seconds):
+                self.best_seconds = r.seconds
+            if self.on_sample:
+                self.on_sample(r, self)
+        return records
+
+    def _record(self, seq: int, p: Proposal, m: Measurement, reused: bool) -> SampleRecord:
+        speedup = self.naive_seconds / m.seconds if m.ok and m.seconds and self.naive_seconds else None
+        return SampleRecord(seq, p.schedule.key, p.schedule, m.status.value, m.seconds if m.ok else None, speedup,
+                            m.reason, p.proposer, p.rationale, p.parent_key, reused, m)
+
+
+def _threads(schedule: Schedule) -> int:
+    par = schedule.get("parallel")
+    return par.threads if par else 1
