@@ -1,0 +1,106 @@
+"""The Python API: tune a kernel, compile a module under a schedule, fetch the best known schedule."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from rcompiler.kernels import KERNELS, Kernel, get_kernel, kernel_from_file, kernel_from_mlir
+from rcompiler.transforms import Schedule
+
+
+def as_kernel(module_or_kernel, shape: Sequence[int] | str | None = None) -> Kernel:
+    """A Kernel from a Kernel, a built-in name (with shape), MLIR text, a .mlir path or an mlir.ir.Module."""
+    x = module_or_kernel
+    if isinstance(x, Kernel):
+        return x
+    if isinstance(x, str) and x in KERNELS:
+        return get_kernel(x, shape)
+    if isinstance(x, Path) or (isinstance(x, str) and x.endswith(".mlir") and "\n" not in x):
+        return kernel_from_file(x)
+    if isinstance(x, str):
+        return kernel_from_mlir(x)
+    if hasattr(x, "operation"):  # an mlir.ir.Module
+        return kernel_from_mlir(str(x))
+    raise TypeError(f"cannot make a kernel from {type(x).__name__}")
+
+
+def tune(module_or_kernel, budget: int = 32, strategy: str = "mcts", proposer: str = "heuristic", *,
+         shape=None, seed: int = 0, threads: int = 1, db: str | Path = "runs/tuning.db",
+         out: str | Path | None = None, time_budget: float | None = None, min_time: float = 0.2,
+         llm: dict | None = None):
+    """Tune a kernel; returns a TuneResult (best schedule, its script, times, history).
+
+    With `out`, also writes best.mlir, report.json and a plot there."""
+    from rcompiler import report
+    from rcompiler.db import Database
+    from rcompiler.measure import Limits
+    from rcompiler.search.tuner import TuneConfig, Tuner
+
+    kernel = as_kernel(module_or_kernel, shape)
+    config = TuneConfig(strategy, proposer, budget, seed, threads, time_budget,
+                        limits=Limits(min_time=min_time), llm=llm or {})
+    database = Database(db)
+    try:
+        result = Tuner(kernel, config, database).run()
+    finally:
+        database.close()
+    if out is not None:
+        report.write(result, out)
+    return result
+
+
+class CompiledKernel:
+    """A payload compiled under a schedule: call it with the input arrays, get the outputs."""
+
+    def __init__(self, kernel: Kernel, schedule: Schedule | None, threads: int = 1):
+        from rcompiler.jit import JitFunction
+        from rcompiler.measure.builder import build
+        from rcompiler.transforms import render
+
+        script = render(schedule, kernel).text if schedule is not None and schedule.steps else None
+        built = build(kernel.payload, script, threads)
+        if built.llvm_ir is None:
+            raise RuntimeError(f"compilation failed ({built.status.value}): {built.reason}")
+        self.kernel, self.schedule = kernel, schedule
+        self._fn = JitFunction(built.llvm_ir, kernel.func_name, threads=threads)
+
+    def __call__(self, *inputs: np.ndarray):
+        specs = self.kernel.inputs
+        if len(inputs) != len(specs):
+            raise ValueError(f"{self.kernel.label} takes {len(specs)} input(s), got {len(inputs)}")
+        arrays, it = [], iter(inputs)
+        for spec in self.kernel.args:
+            if spec.is_output:
+                arrays.append(np.empty(spec.shape, dtype=spec.dtype))
+                continue
+            a = np.ascontiguousarray(next(it), dtype=spec.dtype)
+            if a.shape != spec.shape:
+                raise ValueError(f"input {spec.name} must have shape {spec.shape}, got {a.shape}")
+            arrays.append(a)
+        self._fn(*arrays)
+        outs = [a for a, spec in zip(arrays, self.kernel.args) if spec.is_output]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def compile(module_or_kernel, schedule: Schedule | list | None = None, *, shape=None,  # noqa: A001
+            threads: int = 1) -> CompiledKernel:
+    """Compile in this process (use schedules that tuning verified)."""
+    if isinstance(schedule, list):
+        schedule = Schedule.from_json(schedule)
+    return CompiledKernel(as_kernel(module_or_kernel, shape), schedule, threads)
+
+
+def apply_best(module_or_kernel, db: str | Path = "runs/tuning.db", *, shape=None) -> Schedule | None:
+    """The fastest verified schedule the database knows for this kernel on this machine."""
+    from rcompiler.db import Database
+    from rcompiler.hardware import detect
+
+    kernel = as_kernel(module_or_kernel, shape)
+    database = Database(db)
+    try:
+        found = database.best(kernel.fingerprint, detect().fingerprint)
+    finally:
+        database.close()
+    return Schedule.from_json(found[0]) if found else None

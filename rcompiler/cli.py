@@ -1,0 +1,123 @@
+"""python -m rcompiler.tune: tune one kernel and write best.mlir, report.json and a plot.
+
+    python -m rcompiler.tune --kernel matmul --shape 1024,1024,1024 --budget 64
+    python -m rcompiler.tune my_kernel.mlir --strategy mcts --proposer llm --llm-base-url local
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from rcompiler.cli_common import add_kernel_arguments, fail, kernel_from_args
+from rcompiler.kernels import KernelError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rcompiler.search.tuner import PROPOSERS, STRATEGIES
+
+    p = argparse.ArgumentParser(prog="python -m rcompiler.tune", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_kernel_arguments(p)
+    p.add_argument("--strategy", choices=STRATEGIES, default="mcts")
+    p.add_argument("--proposer", choices=PROPOSERS, default="heuristic", help="who proposes MCTS children")
+    p.add_argument("--budget", type=int, default=32, help="measured samples (default 32)")
+    p.add_argument("--time-budget", type=float, help="stop after this many seconds, if sooner")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="threads a schedule may use (default 1)")
+    p.add_argument("--out", help="output folder (default runs/<kernel>/<strategy>-<proposer>-s<seed>)")
+    p.add_argument("--db", default="runs/tuning.db", help="tuning database; rerunning with it resumes")
+    p.add_argument("--exploration", type=float, default=1.0, help="UCT exploration constant")
+    p.add_argument("--children", type=int, default=4, help="children per MCTS expansion")
+    p.add_argument("--min-time", type=float, default=0.2, help="seconds of repeated runs per timing")
+    p.add_argument("--compile-timeout", type=float, default=120.0)
+    p.add_argument("--run-timeout", type=float, default=120.0)
+    p.add_argument("--apply-best", action="store_true",
+                   help="no tuning: write the best schedule the database knows for this kernel here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; print only the result line")
+    llm = p.add_argument_group("LLM proposer (--proposer llm)")
+    llm.add_argument("--llm-model", help="model name (default: $RCOMPILER_LLM_MODEL or the server's first model)")
+    llm.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or OpenAI); "
+                     "'local' starts llama.cpp with SmolLM2-135M on this machine")
+    llm.add_argument("--llm-budget", type=int, default=200, help="max LLM calls per run")
+    llm.add_argument("--llm-token-budget", type=int, default=400_000, help="max prompt+completion tokens per run")
+    llm.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per LLM call")
+    llm.add_argument("--llm-temperature", type=float, default=0.7)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        kernel = kernel_from_args(args)
+    except KernelError as err:
+        fail(str(err))
+    if args.budget < 1:
+        fail("--budget must be at least 1")
+    from rcompiler.db import Database
+
+    db = Database(args.db)
+    out = Path(args.out or Path("runs") / _slug(kernel.label) / f"{args.strategy}-{args.proposer}-s{args.seed}")
+    if args.apply_best:
+        return _apply_best(kernel, db, out)
+    return _tune(args, kernel, db, out)
+
+
+def _tune(args, kernel, db, out: Path) -> int:
+    from tqdm import tqdm
+
+    from rcompiler import report
+    from rcompiler.measure import Limits
+    from rcompiler.search.tuner import TuneConfig, Tuner
+
+    llm = {"model": args.llm_model, "base_url": args.llm_base_url, "max_calls": args.llm_budget,
+           "max_tokens_total": args.llm_token_budget, "timeout": args.llm_timeout,
+           "temperature": args.llm_temperature}
+    config = TuneConfig(args.strategy, args.proposer, args.budget, args.seed, args.threads, args.time_budget,
+                        args.exploration, args.children,
+                        Limits(args.compile_timeout, args.run_timeout, args.min_time), llm)
+    bar = tqdm(total=args.budget, disable=args.quiet, unit="sample", desc=kernel.label, dynamic_ncols=True)
+
+    def progress(sample, tuner):
+        bar.update(1)
+        best = tuner.best_seconds
+        if best:
+            bar.set_postfix_str(f"best {kernel.flops / best / 1e9:.1f} GFLOP/s, "
+                                f"{tuner.naive_seconds / best:.1f}x, last {sample.status}")
+
+    try:
+        result = Tuner(kernel, config, db, on_sample=progress).run()
+    except (ValueError, RuntimeError) as err:
+        bar.close()
+        fail(str(err), code=1)
+    finally:
+        bar.close()
+    paths = report.write(result, out)
+    best = result.best
+    if best is None:
+        print(f"no schedule verified in {len(result.samples)} samples; see {paths['report']}")
+        return 1
+    vs_numpy = f", {result.numpy_seconds / best.seconds:.2f}x NumPy" if result.numpy_seconds else ""
+    print(f"{kernel.label}: best {result.gflops(best.seconds):.1f} GFLOP/s, {best.speedup:.1f}x over naive"
+          f"{vs_numpy}, sample {best.seq + 1} of {len(result.samples)}: {best.schedule}")
+    if not args.quiet:
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _apply_best(kernel, db, out: Path) -> int:
+    from rcompiler.hardware import detect
+    from rcompiler.transforms import Schedule, render
+
+    found = db.best(kernel.fingerprint, detect().fingerprint)
+    if found is None:
+        fail(f"the database has no verified schedule for {kernel.label} on this hardware; tune it first", code=1)
+    schedule, m = Schedule.from_json(found[0]), found[1]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "best.mlir").write_text(render(schedule, kernel).text)
+    print(f"{kernel.label}: {kernel.flops / m.seconds / 1e9:.1f} GFLOP/s with {schedule}; wrote {out / 'best.mlir'}")
+    return 0
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
