@@ -1,0 +1,175 @@
+"""MCTS tree policy, proposers and baseline strategies (no measuring: results are told directly)."""
+import random
+
+import pytest
+
+from rcompiler.hardware import detect
+from rcompiler.kernels import get_kernel
+from rcompiler.search.baselines import Evolutionary, RandomSearch
+from rcompiler.search.context import Evaluated, Proposal, ProposalContext
+from rcompiler.search.heuristic import HeuristicProposer, edit_kind, register_tiles, snap
+from rcompiler.search.mcts import MCTS, reward
+from rcompiler.search.random_proposer import RandomProposer
+from rcompiler.transforms import Hoist, Schedule, Tile, Vectorize, check, loop_nest
+
+
+class ScriptedProposer:
+    """Proposes schedules tile((s, 8, 8)) with s counting up: lets the test see the tree."""
+    name = "scripted"
+
+    def __init__(self):
+        self.n = 0
+        self.asked = []
+
+    def propose(self, ctx, k):
+        self.asked.append(ctx.schedule)
+        out = []
+        for _ in range(k):
+            self.n += 1
+            out.append(Proposal(Schedule.of([Tile((self.n, 8, 8))]), f"#{self.n}", self.name,
+                                ctx.schedule.key if ctx.schedule.steps else None))
+        return out
+
+
+def ev(p, speedup):
+    ok = speedup is not None
+    return Evaluated(p.schedule, "ok" if ok else "apply_error", 1.0 / speedup if ok else None, speedup,
+                     "" if ok else "failed", p.rationale, p.parent_key)
+
+
+def test_mcts_expands_root_then_selects_the_best_child_and_backs_up():
+    kernel = get_kernel("matmul", (64, 64, 64))
+    proposer = ScriptedProposer()
+    tree = MCTS(kernel, detect(), proposer, children=3, exploration=0.1)
+    first = tree.ask()
+    assert len(first) == 3 and proposer.asked == [Schedule()]
+    for p, s in zip(first, (2.0, 16.0, None)):
+        tree.tell(p, ev(p, s))
+    root = tree.root
+    assert root.visits == 3 and len(root.children) == 3
+    assert root.best == pytest.approx(4.0) and root.total == pytest.approx(1.0 + 4.0 + 0.0)
+    # Root was expanded once with 3 visits: widening allows 1 + int(sqrt(3)/2) = 1 expansions,
+    # so selection descends to the child with the best value (16x) and expands it.
+    second = tree.ask()
+    assert proposer.asked[-1] == first[1].schedule
+    assert all(p.parent_key == first[1].schedule.key for p in second)
+    for p in second:
+        tree.tell(p, ev(p, 32.0))
+    best_child = tree.nodes[first[1].schedule.key]
+    assert best_child.visits == 4 and best_child.best == pytest.approx(5.0)
+    assert root.visits == 6 and tree.max_reward == pytest.approx(5.0)
+
+
+def test_mcts_widening_and_exploration():
+    kernel = get_kernel("matmul", (64, 64, 64))
+    tree = MCTS(kernel, detect(), ScriptedProposer(), children=2, exploration=100.0)
+    for _ in range(6):
+        for p in tree.ask():
+            tree.tell(p, ev(p, 2.0))
+    # With a huge exploration constant visits spread: no child hoards the expansions.
+    assert len(tree.root.children) >= 4
+    assert max(c.visits for c in tree.root.children) <= 4
+
+
+def test_mcts_stops_when_the_proposer_runs_dry():
+    class Dry:
+        name = "dry"
+
+        def propose(self, ctx, k):
+            return []
+
+    tree = MCTS(get_kernel("matmul", (64, 64, 64)), detect(), Dry())
+    assert tree.ask() == []
+
+
+def test_reward_is_log_speedup_and_zero_for_failures():
+    s = Schedule()
+    assert reward(Evaluated(s, "ok", 1.0, 8.0)) == pytest.approx(3.0)
+    assert reward(Evaluated(s, "crash", None, None)) == 0.0
+    assert reward(Evaluated(s, "ok", 1.0, 0.5)) == 0.0
+
+
+def _ctx(kernel, schedule=Schedule(), history=(), result=None, threads=1, seen=()):
+    return ProposalContext(kernel, detect(), schedule, result, [], [], list(history), None, threads,
+                           set(seen), random.Random(0))
+
+
+@pytest.mark.parametrize("name,shape", [("matmul", (1024, 1024, 1024)), ("matmul", (1000, 1000, 1000)),
+                                        ("matmul", (197, 768, 3072)), ("conv2d", (1, 58, 58, 64, 64, 3, 3)),
+                                        ("batch_matmul", (8, 512, 512, 128)), ("matmul_bias_relu", (64, 64, 64))])
+def test_heuristic_root_proposals_are_legal_diverse_and_explained(name, shape):
+    kernel = get_kernel(name, shape)
+    proposals = HeuristicProposer().propose(_ctx(kernel, threads=2), 4)
+    assert len(proposals) == 4
+    assert len({p.schedule.key for p in proposals}) == 4
+    for p in proposals:
+        assert check(p.schedule, kernel) is None and p.schedule.has("vectorize")
+        assert len(p.rationale) > 20
+
+
+def test_heuristic_derives_tiles_from_the_hardware():
+    hw = detect()
+    mr, nr = register_tiles(hw, 1024, 1024)[0]
+    accumulators = mr * nr // hw.f32_lanes
+    assert accumulators + nr // hw.f32_lanes + 1 <= hw.vector_registers  # fits the register file
+    assert nr % hw.f32_lanes == 0
+    assert snap(1000, 256, 8) == 200 and snap(197, 64) in (1, 197)
+
+
+def test_heuristic_refinement_learns_from_history():
+    kernel = get_kernel("matmul", (256, 256, 256))
+    base = Schedule.of([Tile((64, 64, 64), (0, 2, 1)), Tile((8, 32, 1)), Vectorize(), Hoist()])
+    parent = Evaluated(base, "ok", 1.0, 10.0)
+    proposer = HeuristicProposer()
+    plain = proposer.propose(_ctx(kernel, base, [parent], parent), 30)
+    swap = next(p for p in plain if edit_kind(p.rationale.split(":", 1)[1].split(";")[0].strip()).startswith("swap"))
+    kind = edit_kind(swap.rationale.split(":", 1)[1].split(";")[0].strip())
+    # Pretend an edit of that kind made things 4x faster before: it should now be ranked first.
+    earlier = Evaluated(swap.schedule, "ok", 0.25, 40.0, rationale=swap.rationale, parent_key=base.key)
+    learned = proposer.propose(_ctx(kernel, base, [parent, earlier], parent, seen={swap.schedule.key}), 30)
+    assert edit_kind(learned[0].rationale.split(":", 1)[1].split(";")[0].strip()) == kind
+    assert "changed speed by 4.00x" in learned[0].rationale
+
+
+def test_heuristic_repairs_a_failed_node():
+    kernel = get_kernel("matmul", (256, 256, 256))
+    base = Schedule.of([Tile((64, 64, 64)), Tile((8, 32, 1)), Vectorize(), Hoist()])
+    failed = Evaluated(base, "timeout", None, None, "compile exceeded")
+    first = HeuristicProposer().propose(_ctx(kernel, base, [failed], failed), 1)[0]
+    assert first.rationale.startswith(("edit: drop", "edit: halve"))
+
+
+def test_random_proposer_is_legal_new_and_seeded():
+    kernel = get_kernel("conv2d", (1, 10, 18, 8, 32, 3, 3))
+    a = RandomProposer().propose(_ctx(kernel), 5)
+    b = RandomProposer().propose(_ctx(kernel), 5)
+    assert [p.schedule.key for p in a] == [p.schedule.key for p in b]
+    assert len({p.schedule.key for p in a}) == 5
+    assert all(check(p.schedule, kernel) is None for p in a)
+    edits = RandomProposer().propose(_ctx(kernel, a[0].schedule, seen={a[0].schedule.key}), 5)
+    assert edits and all(p.rationale.startswith("random edit:") and p.parent_key == a[0].schedule.key for p in edits)
+
+
+@pytest.mark.parametrize("strategy", [RandomSearch, Evolutionary])
+def test_baselines_propose_legal_unique_schedules(strategy):
+    kernel = get_kernel("matmul", (128, 128, 128))
+    s = strategy(kernel, detect(), seed=1)
+    keys = set()
+    for round_ in range(4):
+        batch = s.ask()
+        assert batch
+        for p in batch:
+            assert check(p.schedule, kernel) is None and p.schedule.key not in keys
+            keys.add(p.schedule.key)
+            s.tell(p, ev(p, 1.0 + len(keys)))
+
+
+def test_evolution_breeds_from_the_fastest():
+    kernel = get_kernel("matmul", (128, 128, 128))
+    evo = Evolutionary(kernel, detect(), seed=0, population=4, tournament=4)
+    initial = evo.ask()
+    for i, p in enumerate(initial):
+        evo.tell(p, ev(p, 100.0 if i == 2 else 2.0))
+    children = evo.ask()
+    assert children and all(c.parent_key == initial[2].schedule.key for c in children
+                            if c.rationale.startswith("mutation"))
