@@ -116,7 +116,7 @@ def make_proposer(config: TuneConfig, db: Database):
     if config.proposer == "llm":
         from .llm import LLMProposer
 
-        return LLMProposer(db=db, **config.llm)
+        return LLMProposer(db=db, **({"seed": config.seed} | config.llm))
     raise ValueError(f"unknown proposer {config.proposer!r}; choose from {', '.join(PROPOSERS)}")
 
 
@@ -187,6 +187,9 @@ class Tuner:
                     strategy.tell(proposal, self._evaluated(record))
         finally:
             self.close()
+            closer = getattr(getattr(strategy, "proposer", None), "close", None)
+            if closer is not None:
+                closer()
         stats = getattr(getattr(strategy, "proposer", None), "stats", {})
         return TuneResult(self.kernel, self.hardware, cfg, self.naive_seconds, numpy_seconds, numpy_detail,
                           self.samples, dict(stats), time.monotonic() - start)
