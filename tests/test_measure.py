@@ -107,3 +107,10 @@ def test_crash_does_not_lose_the_next_candidate(measure_with):
     m._reference = None
     second = m.measure_naive()
     assert first.status is Status.CRASH and second.ok
+
+
+def test_cutoff_times_a_hopeless_candidate_once(measure_with):
+    m = measure_with(get_kernel("matmul", (128, 128, 128)))
+    slow = m.measure(Candidate(None), cutoff=1e-9)
+    assert slow.ok and slow.timing.repeats == 1
+    assert m.measure(Candidate(None)).timing.repeats >= 3

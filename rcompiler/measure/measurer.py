@@ -74,6 +74,7 @@ class Measurer:
                                    initializer=_init_worker, initargs=(self.runner_cpus,))
         self._runner_all = None  # created on demand for multi-threaded candidates
         self._reference: list[np.ndarray] | None = None
+        self._cutoff: float | None = None
 
     # -- lifecycle ---------------------------------------------------------
     def close(self) -> None:
@@ -102,7 +103,7 @@ class Measurer:
         return self._reference
 
     def measure_naive(self) -> Measurement:
-        return self.measure(Candidate(None))
+        return self.measure(Candidate(None))  # no cutoff: baselines are timed in full
 
     def measure_numpy(self) -> Measurement | None:
         """NumPy's single-threaded time for matmul-like kernels, in the runner's process."""
@@ -121,11 +122,14 @@ class Measurer:
         return self._runner.schedule(measure_fma_peak, timeout=self.limits.run_seconds).result()
 
     # -- candidates --------------------------------------------------------
-    def measure(self, candidate: Candidate) -> Measurement:
-        return next(iter(self.measure_many([candidate])))[1]
+    def measure(self, candidate: Candidate, cutoff: float | None = None) -> Measurement:
+        return next(iter(self.measure_many([candidate], cutoff)))[1]
 
-    def measure_many(self, candidates: Iterable[Candidate]) -> Iterator[tuple[int, Measurement]]:
-        """Yield (index, measurement) as each finishes; builds overlap with timing."""
+    def measure_many(self, candidates: Iterable[Candidate], cutoff: float | None = None
+                     ) -> Iterator[tuple[int, Measurement]]:
+        """Yield (index, measurement) as each finishes; builds overlap with timing.
+        Candidates whose first run is slower than `cutoff` seconds are timed once."""
+        self._cutoff = cutoff
         candidates = list(candidates)
         reference = self.reference()
         window = len(candidates) if self.overlap else 1
@@ -176,7 +180,7 @@ class Measurer:
     def _schedule_run(self, built: BuildResult, cand: Candidate, reference, return_outputs: bool = False):
         task = RunTask(built.llvm_ir, self.kernel.func_name, self.kernel.args, reference, self.kernel.tolerance,
                        seed=self.seed, min_time=self.limits.min_time, max_time=self.limits.run_seconds / 2,
-                       threads=cand.threads, return_outputs=return_outputs)
+                       threads=cand.threads, return_outputs=return_outputs, cutoff=self._cutoff)
         pool = self._runner
         if cand.threads > 1:
             if self._runner_all is None:

@@ -24,6 +24,7 @@ class RunTask:
     max_time: float = 10.0
     threads: int = 1
     return_outputs: bool = False
+    cutoff: float | None = None  # stop timing early when slower than this (seconds)
 
 
 def max_relative_error(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
@@ -58,7 +59,7 @@ def run(task: RunTask) -> Measurement:
                                reason=f"max relative error {error:.3g} exceeds tolerance {task.tolerance:.3g}",
                                run_seconds=time.perf_counter() - start)
     extra = {"outputs": [o.copy() for o in outputs]} if task.return_outputs else {}
-    timing = time_call(call, min_time=task.min_time, max_time=task.max_time)
+    timing = time_call(call, min_time=task.min_time, max_time=task.max_time, cutoff=task.cutoff)
     return Measurement(Status.OK, timing=timing, max_error=error,
                        run_seconds=time.perf_counter() - start, extra=extra)
 

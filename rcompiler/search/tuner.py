@@ -216,7 +216,9 @@ class Tuner:
             records[i] = self._record(base + i, p, known, reused=True)
             self.db.add_sample(self.study, base + i, p.schedule.key, p.parent_key, p.proposer, p.rationale)
         candidates = [Candidate(script.text, _threads(p.schedule)) for _, p, script in to_measure]
-        for j, m in (self.measurer.measure_many(candidates) if candidates else []):
+        # A candidate 4x slower than the best so far is timed once: it cannot win.
+        cutoff = 4 * self.best_seconds if self.best_seconds else None
+        for j, m in (self.measurer.measure_many(candidates, cutoff) if candidates else []):
             i, p, script = to_measure[j]
             m.reason = script.explain(m.reason) if m.reason else ""
             self.db.record_measurement(kfp, hfp, p.schedule.key, p.schedule.to_json(), m)
