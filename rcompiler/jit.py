@@ -29,6 +29,13 @@ def mlir_tool(name: str) -> str:
     return str(path)
 
 
+# Engines that loaded MLIR's async runtime, kept alive for the life of the process:
+# destroying one calls the runtime's __mlir_execution_engine_destroy, which resets
+# the process-wide default runtime for good, so the next threaded kernel would
+# crash on a null runtime. Worker pools recycle such processes instead.
+_THREADED_ENGINES: list = []
+
+
 class JitFunction:
     """A compiled payload function; call it with one NumPy array per memref argument.
 
@@ -44,9 +51,11 @@ class JitFunction:
         self._context = ir.Context()
         with self._context, ir.Location.unknown():
             module = ir.Module.parse(llvm_ir)
-            libs = list(runtime_libraries()) if threads > 1 else []
-            self._engine = ExecutionEngine(module, opt_level=opt_level, shared_libs=list(runtime_libraries()))
+            libs = [lib for lib in runtime_libraries() if threads > 1 or "async" not in lib]
+            self._engine = ExecutionEngine(module, opt_level=opt_level, shared_libs=libs)
             self._engine.initialize()
+            if threads > 1:
+                _THREADED_ENGINES.append((self._engine, self._context))
         address = self._engine.raw_lookup("_mlir_ciface_" + func_name)
         if not address:
             raise RuntimeError(f"function {func_name} not found in the compiled module")

@@ -184,7 +184,8 @@ class Measurer:
         pool = self._runner
         if cand.threads > 1:
             if self._runner_all is None:
-                self._runner_all = ProcessPool(max_workers=1, max_tasks=200,
+                # max_tasks: threaded engines are never freed (see rcompiler.jit), so recycle often
+                self._runner_all = ProcessPool(max_workers=1, max_tasks=16,
                                                context=multiprocessing.get_context("spawn"),
                                                initializer=_init_worker, initargs=(self.all_cpus,))
             pool = self._runner_all

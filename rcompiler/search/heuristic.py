@@ -119,20 +119,23 @@ class HeuristicProposer:
 
     def _conv(self, kernel: Kernel, hw: Hardware) -> list[tuple[str, Schedule]]:
         n, oh, ow, f, kh, kw, c = loop_nest(kernel).extents
+        cr = 2 if c % 2 == 0 else 1  # two channels per step: twice the independent FMAs per iteration
         ideas = []
         for rows, cols in register_tiles(hw, ow, f)[:3]:
-            wr = snap(ow, rows)
-            inner = (1, 1, wr, cols, 1, 0, 1)
+            wr = max(d for d in divisors(ow) if d <= rows)  # never more accumulators than registers
             why = (f"decompose to 1-D convolutions over a {wr}x{cols} output tile (ow x f) held in registers, "
-                   f"reducing over kh, c with kw unrolled; vectorize and hoist the accumulators")
+                   f"reducing kh and {cr} channel(s) per step with kw unrolled; vectorize and hoist the accumulators")
             peel = [Peel()] if f % cols else []
-            ideas.append((why, Schedule.of([Tile(inner), Decompose(), Vectorize(), Hoist(), *peel])))
+            ideas.append((why, Schedule.of([Tile((1, 1, wr, cols, 1, 0, cr)), Decompose(), Vectorize(), Hoist(),
+                                            *peel])))
         rows, cols = register_tiles(hw, ow, f)[0]
-        wr = snap(ow, rows)
-        cb = snap(c, hw.l1d_bytes / (F32 * kh * kw * cols))  # filter slice of an f-tile stays in L1
+        wr = max(d for d in divisors(ow) if d <= rows)
+        cb = snap(c, hw.l1d_bytes / (F32 * kh * kw * cols), cr)  # filter slice of an f-tile stays in L1
         ideas.insert(1, (f"same register tile with the channels blocked by {cb} so the filter slice stays in L1",
-                         Schedule.of([Tile((1, 1, ow, f, 0, 0, cb)), Tile((1, 1, wr, cols, 1, 0, 1)), Decompose(),
+                         Schedule.of([Tile((1, 1, ow, f, 0, 0, cb)), Tile((1, 1, wr, cols, 1, 0, cr)), Decompose(),
                                       Vectorize(), Hoist()])))
+        ideas.insert(2, ("one channel per step (shorter reduction body, fewer live registers)",
+                         Schedule.of([Tile((1, 1, wr, cols, 1, 0, 1)), Decompose(), Vectorize(), Hoist()])))
         m = oh * ow
         mr, nr = register_tiles(hw, m, f)[0]
         ideas.append(("im2col: turn the convolution into one matmul-like contraction and tile it like a matmul",

@@ -1,0 +1,60 @@
+"""Helpers shared by the benchmarks: NumPy under each OpenBLAS kernel, interleaved timing."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from rcompiler.kernels.base import Kernel
+from rcompiler.measure import Candidate, Measurer
+from rcompiler.transforms import Schedule, render
+
+BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# NumPy as the machine's environment sets OpenBLAS, with both variables unset
+# (OpenBLAS picks its kernel for the CPU), and forced to the AVX2 Haswell kernel.
+BLAS_SETTINGS = {
+    "as set": {},
+    "unset": {v: None for v in BLAS_VARIABLES},
+    "Haswell": {"OPENBLAS_CORETYPE": "Haswell"},
+}
+
+
+def numpy_seconds(kernel: Kernel, setting: str, min_time: float = 0.5) -> tuple[float, str]:
+    env = dict(os.environ)
+    for key, value in BLAS_SETTINGS[setting].items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    shape = ",".join(str(v) for v in kernel.dims.values())
+    out = subprocess.run([sys.executable, "-m", "bench.numpy_probe", kernel.name, shape, str(min_time)],
+                         env=env, capture_output=True, text=True, check=True, timeout=600)
+    data = json.loads(out.stdout)
+    return data["seconds"], ", ".join(data["blas"])
+
+
+def interleaved(kernel: Kernel, schedules: dict[str, Schedule], measurer: Measurer, rounds: int = 3,
+                blas: tuple[str, ...] = ()) -> tuple[dict[str, float], dict[str, str]]:
+    """Minimum time of each schedule (and NumPy per BLAS setting) over rounds that
+    alternate between them, so slow drifts of a shared machine hit all alike."""
+    best: dict[str, float] = {}
+    kernels: dict[str, str] = {}
+    for _ in range(rounds):
+        for label, schedule in schedules.items():
+            par = schedule.get("parallel")
+            m = measurer.measure(Candidate(render(schedule, kernel).text, par.threads if par else 1))
+            if not m.ok:
+                raise AssertionError(f"{label} failed: {m.reason}")
+            best[label] = min(best.get(label, float("inf")), m.seconds)
+        for setting in blas:
+            seconds, used = numpy_seconds(kernel, setting)
+            key = f"numpy ({setting})"
+            best[key] = min(best.get(key, float("inf")), seconds)
+            kernels[key] = used
+    return best, kernels
+
+
+def peak_gflops(measurer: Measurer, rounds: int = 3) -> float:
+    """The best of a few FMA probes (the probe's own spread is large on a shared machine)."""
+    return max(measurer.measure_peak() for _ in range(rounds))

@@ -1,0 +1,191 @@
+"""Strategy comparison at equal sample budgets: `python -m bench.run --quick` or `--full`.
+
+For every kernel, strategy and seed, one tuning run at the largest budget; its
+first B samples are what a budget of B would have drawn (the searches are
+deterministic given their seed). Each strategy's best schedules are then timed
+again in rounds interleaved with NumPy, and the minimum kept, so ratios come
+from one run on one machine state. Writes results.json, table.md and one plot
+per kernel into the results folder; --update-readme puts the table in README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rcompiler.db import Database
+from rcompiler.hardware import detect
+from rcompiler.kernels import get_kernel
+from rcompiler.measure import Limits, Measurer
+from rcompiler.report import plot_best_so_far
+from rcompiler.search.tuner import TuneConfig, Tuner
+from rcompiler.transforms import Schedule
+
+from .common import interleaved, peak_gflops
+from .summarize import markdown, summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+QUICK = {"kernels": [("matmul", (256, 256, 256)), ("matmul", (197, 768, 3072)), ("conv2d", (1, 30, 30, 32, 32, 3, 3)),
+                     ("batch_matmul", (4, 128, 128, 64))],
+         "budgets": (8, 16, 32), "seeds": (0, 1)}
+FULL = {"kernels": [("matmul", (256, 256, 256)), ("matmul", (512, 512, 512)), ("matmul", (1024, 1024, 1024)),
+                    ("matmul", (197, 768, 3072)), ("conv2d", (1, 58, 58, 64, 64, 3, 3)),
+                    ("matmul_bias_relu", (256, 256, 256)), ("llama3_attention", None), ("llama3_mlp", None),
+                    ("deepseek_moe_expert", None), ("flux_attention", None), ("flux_vae_conv", None)],
+        "budgets": (8, 16, 32, 64), "seeds": (0, 1, 2)}
+STRATEGIES = [("mcts", "heuristic"), ("mcts", "random"), ("random", "-"), ("evolutionary", "-")]
+
+
+@dataclass
+class Run:
+    kernel: str
+    strategy: str
+    seed: int
+    seconds: list  # per sample, None for failures
+    statuses: list
+    schedules: list  # JSON per sample
+    cost: list  # build + run seconds of the samples measured in this run
+
+
+def label(strategy: str, proposer: str) -> str:
+    return f"{strategy}+{proposer}" if strategy == "mcts" else strategy
+
+
+def tune_all(plan: dict, db: Database, llm: dict | None, log) -> tuple[list[Run], dict]:
+    strategies = list(STRATEGIES) + ([("mcts", "llm")] if llm else [])
+    runs, kernels = [], {}
+    budget = max(plan["budgets"])
+    for name, shape in plan["kernels"]:
+        kernel = get_kernel(name, shape)
+        kernels[kernel.label] = kernel
+        for strategy, proposer in strategies:
+            for seed in plan["seeds"]:
+                start = time.monotonic()
+                config = TuneConfig(strategy, proposer if proposer != "-" else "heuristic", budget, seed,
+                                    limits=Limits(min_time=0.05), llm=llm or {})
+                r = Tuner(kernel, config, db).run()
+                runs.append(Run(kernel.label, label(strategy, proposer), seed, [s.seconds for s in r.samples],
+                                [s.status for s in r.samples], [s.schedule.to_json() for s in r.samples],
+                                [s.measurement.build_seconds + s.measurement.run_seconds for s in r.samples
+                                 if not s.reused and s.measurement is not None]))
+                best = min((s for s in r.samples if s.seconds), key=lambda s: s.seconds, default=None)
+                log(f"{kernel.label:40s} {label(strategy, proposer):16s} seed {seed}: "
+                    f"{kernel.flops / best.seconds / 1e9 if best else 0:7.1f} GFLOP/s  ({time.monotonic() - start:.0f} s)")
+    return runs, kernels
+
+
+def retime(runs: list[Run], kernels: dict, budgets, db: Database, log) -> dict:
+    """Interleaved re-timing of every schedule that is some run's best at some budget."""
+    out = {}
+    for klabel, kernel in kernels.items():
+        chosen: dict[str, Schedule] = {}
+        for run in (r for r in runs if r.kernel == klabel):
+            for b in budgets:
+                best = _best_index(run.seconds[:b])
+                if best is not None:
+                    s = Schedule.from_json(run.schedules[best])
+                    chosen[s.key] = s
+        with Measurer(kernel, Limits(min_time=0.1)) as m:
+            peak = peak_gflops(m, rounds=2)
+            blas = ("as set",) if kernel.kind in ("matmul", "matmul_transpose_b", "batch_matmul",
+                                                  "matmul_bias_relu") else ()
+            final, used = interleaved(kernel, chosen, m, rounds=2, blas=blas)
+        hw = detect()
+        naive = db.baseline(kernel.fingerprint, hw.fingerprint, "naive")
+        out[klabel] = {"seconds": final, "numpy_kernel": used, "peak_gflops": peak, "flops": kernel.flops,
+                       "naive_seconds": naive[0] if naive else None}
+        log(f"re-timed {len(chosen)} schedules of {klabel}")
+    return out
+
+
+def _best_index(seconds: list):
+    ok = [(s, i) for i, s in enumerate(seconds) if s]
+    return min(ok)[1] if ok else None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--quick", action="store_true", help="4 small kernels, budgets 8-32, 2 seeds (< 15 min)")
+    mode.add_argument("--full", action="store_true", help="the whole kernel set, budgets 8-64, 3 seeds")
+    p.add_argument("--out", help="results folder (default results/<quick|full>-<date>)")
+    p.add_argument("--seeds", type=int, help="number of seeds (overrides the mode's)")
+    p.add_argument("--llm-base-url", help="also run MCTS + LLM against this endpoint ('local' for SmolLM2)")
+    p.add_argument("--llm-model")
+    p.add_argument("--update-readme", action="store_true", help="replace the results table in README.md")
+    args = p.parse_args(argv)
+    plan = dict(QUICK if args.quick else FULL)
+    if args.seeds:
+        plan["seeds"] = tuple(range(args.seeds))
+    mode_name = "quick" if args.quick else "full"
+    out = Path(args.out or ROOT / "results" / f"{mode_name}-{time.strftime('%Y%m%d-%H%M')}")
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = (out / "log.txt").open("w")
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        log_file.write(line + "\n")
+        log_file.flush()
+
+    llm = {"base_url": args.llm_base_url, "model": args.llm_model} if args.llm_base_url else None
+    started = time.monotonic()
+    db = Database(out / "bench.db")
+    runs, kernels = tune_all(plan, db, llm, log)
+    timings = retime(runs, kernels, plan["budgets"], db, log)
+    hw = detect()
+    meta = {"mode": mode_name, "date": time.strftime("%Y-%m-%d"), "machine": hw.describe(),
+            "python": platform.python_version(), "budgets": list(plan["budgets"]), "seeds": list(plan["seeds"]),
+            "wall_minutes": (time.monotonic() - started) / 60}
+    results = summarize(runs, timings, plan["budgets"])
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results,
+                                                  "runs": [r.__dict__ for r in runs]}, indent=1, default=str))
+    for klabel in kernels:
+        series = {}
+        for strat in sorted({r.strategy for r in runs}):
+            naive = timings[klabel]["naive_seconds"]
+            curves = [_curve(r, naive) for r in runs if r.kernel == klabel and r.strategy == strat]
+            series[strat] = [statistics.median(c[i] for c in curves) for i in range(len(curves[0]))]
+        plot_best_so_far(series, out / f"{_slug(klabel)}.png", f"{klabel}: median over seeds")
+    table = markdown(results, meta)
+    (out / "table.md").write_text(table)
+    log(table)
+    if args.update_readme:
+        update_readme(table, out)
+    log(f"wrote {out}")
+    return 0
+
+
+def _curve(run: Run, naive: float) -> list[float]:
+    """Best-so-far speedup over naive after each sample (1 until something beats naive)."""
+    best, out = naive, []
+    for s in run.seconds:
+        if s and s < best:
+            best = s
+        out.append(naive / best)
+    return out
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
+def update_readme(table: str, out: Path) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    block = f"{start}\n{table}\nPlots and raw data: `{out.relative_to(ROOT)}/`.\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text += "\n" + block + "\n"
+    readme.write_text(text)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""Turn tuning runs and interleaved re-timings into numbers and a Markdown table."""
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+
+HEADLINE = "mcts+heuristic"
+BASELINES = ("random", "evolutionary")
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(runs, timings: dict, budgets) -> dict:
+    """Per kernel, strategy and budget: medians over seeds of the re-timed best schedule."""
+    from rcompiler.transforms import Schedule
+
+    out: dict = {"kernels": {}, "summary": {}}
+    strategies = sorted({r.strategy for r in runs})
+    for klabel, t in timings.items():
+        kruns = [r for r in runs if r.kernel == klabel]
+        tuned_best = min((s for r in kruns for s in r.seconds if s), default=None)
+        numpy = next((v for k, v in t["seconds"].items() if k.startswith("numpy")), None)
+        rows = {}
+        for strat in strategies:
+            sruns = [r for r in kruns if r.strategy == strat]
+            for b in budgets:
+                per_seed, reach, fails = [], [], Counter()
+                for r in sruns:
+                    ok = [(s, i) for i, s in enumerate(r.seconds[:b]) if s]
+                    if ok:
+                        key = Schedule.from_json(r.schedules[min(ok)[1]]).key
+                        per_seed.append(t["seconds"].get(key))
+                    hit = next((i + 1 for i, s in enumerate(r.seconds[:b]) if s and tuned_best
+                                and s <= tuned_best / 0.9), None)
+                    reach.append(hit)
+                    fails.update(s for s in r.statuses[:b] if s != "ok")
+                best = _median(per_seed)
+                costs = [c for r in sruns for c in r.cost]
+                rows[f"{strat}@{b}"] = {
+                    "strategy": strat, "budget": b, "seconds": best,
+                    "gflops": t["flops"] / best / 1e9 if best else None,
+                    "speedup": t["naive_seconds"] / best if best and t["naive_seconds"] else None,
+                    "vs_numpy": numpy / best if best and numpy else None,
+                    "fraction_of_peak": t["flops"] / best / 1e9 / t["peak_gflops"] if best else None,
+                    "samples_to_90pct": _median([h for h in reach if h]) if all(reach) else None,
+                    "reached_90pct": sum(1 for h in reach if h), "seeds": len(sruns),
+                    "failures": dict(fails), "seconds_per_sample": statistics.mean(costs) if costs else None,
+                }
+        fastest = min((row["seconds"] for row in rows.values() if row["seconds"]), default=None)
+        for row in rows.values():
+            row["fraction_of_best"] = fastest / row["seconds"] if fastest and row["seconds"] else 0.0
+        out["kernels"][klabel] = {"rows": rows, "peak_gflops": t["peak_gflops"], "numpy_seconds": numpy,
+                                  "numpy_kernel": t["numpy_kernel"], "naive_seconds": t["naive_seconds"]}
+    for strat in strategies:
+        for b in budgets:
+            cells = [k["rows"][f"{strat}@{b}"] for k in out["kernels"].values()]
+            out["summary"][f"{strat}@{b}"] = {
+                "fraction_of_best": _median([c["fraction_of_best"] for c in cells]),
+                "speedup": _median([c["speedup"] for c in cells]),
+                "fraction_of_peak": _median([c["fraction_of_peak"] for c in cells])}
+    out["verdict"] = verdict(out, budgets)
+    return out
+
+
+def verdict(results: dict, budgets) -> list[str]:
+    """Plain statements: is MCTS + heuristic ahead at 16 and 32 samples, and where is it not."""
+    lines = []
+    for b in (x for x in budgets if x in (16, 32)):
+        s = results["summary"]
+        ours = s.get(f"{HEADLINE}@{b}", {}).get("fraction_of_best") or 0
+        for base in BASELINES:
+            theirs = s.get(f"{base}@{b}", {}).get("fraction_of_best") or 0
+            word = "ahead of" if ours > theirs else "NOT ahead of"
+            lines.append(f"At {b} samples, {HEADLINE} is {word} {base} on the median across kernels "
+                         f"({ours:.0%} vs {theirs:.0%} of the best speed found).")
+        behind = [k for k, v in results["kernels"].items()
+                  if any((v["rows"][f"{base}@{b}"]["seconds"] or 1e9) < 0.98 * (v["rows"][f"{HEADLINE}@{b}"]["seconds"] or 1e9)
+                         for base in BASELINES)]
+        if behind:
+            lines.append(f"At {b} samples a baseline found a faster schedule (by more than 2%) on: {', '.join(behind)}.")
+    return lines
+
+
+def _fmt(x, spec, none="-"):
+    return none if x is None else format(x, spec)
+
+
+def markdown(results: dict, meta: dict) -> str:
+    budgets = meta["budgets"]
+    strategies = sorted({row["strategy"] for k in results["kernels"].values() for row in k["rows"].values()})
+    lines = [f"Benchmark `{meta['mode']}`, {meta['date']}, on {meta['machine']}; "
+             f"{len(meta['seeds'])} seeds, {meta['wall_minutes']:.0f} minutes.", "",
+             "Median across kernels of (best speed a strategy found / best speed any strategy found) and, in "
+             "brackets, the median speedup over the naive lowering; best times re-measured interleaved.", "",
+             "| strategy | " + " | ".join(f"{b} samples" for b in budgets) + " |",
+             "| --- | " + " | ".join("---" for _ in budgets) + " |"]
+    for strat in strategies:
+        cells = [results["summary"][f"{strat}@{b}"] for b in budgets]
+        lines.append(f"| {strat} | " + " | ".join(
+            f"{_fmt(c['fraction_of_best'], '.0%')} ({_fmt(c['speedup'], '.0f')}x)" for c in cells) + " |")
+    lines += ["", *results["verdict"], "", f"Per kernel at {budgets[-1]} samples (medians over seeds):", "",
+              "| kernel | strategy | GFLOP/s | % of peak | x naive | x NumPy | samples to 90% | failures | s/sample |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    b = budgets[-1]
+    for klabel, k in results["kernels"].items():
+        for strat in strategies:
+            r = k["rows"][f"{strat}@{b}"]
+            reach = _fmt(r["samples_to_90pct"], ".0f", f"{r['reached_90pct']}/{r['seeds']} seeds")
+            fails = ", ".join(f"{n} {s}" for s, n in sorted(r["failures"].items())) or "0"
+            lines.append(f"| {klabel} | {strat} | {_fmt(r['gflops'], '.1f')} | {_fmt(r['fraction_of_peak'], '.0%')} | "
+                         f"{_fmt(r['speedup'], '.0f')} | {_fmt(r['vs_numpy'], '.2f')} | {reach} | {fails} | "
+                         f"{_fmt(r['seconds_per_sample'], '.2f')} |")
+    numpy_kernels = sorted({v for k in results["kernels"].values() for v in k["numpy_kernel"].values()})
+    if numpy_kernels:
+        lines += ["", f"NumPy: single-threaded, OpenBLAS as the environment sets it ({'; '.join(numpy_kernels)})."]
+    return "\n".join(lines) + "\n"

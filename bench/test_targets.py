@@ -1,0 +1,146 @@
+"""Speed targets, as ratios measured in one run: `pytest bench/ --benchmark-only -s`.
+
+- matmul 1024^3 f32, one core: a schedule in the vocabulary, found by a sweep here,
+  reaches 75% of the measured FMA peak; its ratio to NumPy is reported under each
+  OpenBLAS kernel;
+- conv2d 1x58x58x64 -> 64 (56x56 output), 3x3: 75% of peak;
+- two threads beat the best single-thread matmul 1024^3;
+- `rcompiler.tune` with budget 64 on matmul 1024^3 reaches 60% of peak.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+import rcompiler
+from rcompiler.db import Database
+from rcompiler.kernels import get_kernel
+from rcompiler.measure import Candidate, Limits, Measurer
+from rcompiler.search.tuner import TuneConfig, Tuner
+from rcompiler.transforms import Decompose, Hoist, Parallel, Peel, Schedule, Tile, Vectorize, check, render
+
+from .common import interleaved, peak_gflops
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+def record(name: str, data: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2))
+    print(f"\n{name}: " + json.dumps(data))
+
+
+def matmul_sweep(kernel) -> list[Schedule]:
+    """A plain grid: register tiles x cache tiles, k innermost in registers."""
+    M, N, K = kernel.dims["M"], kernel.dims["N"], kernel.dims["K"]
+    register = [(4, 64), (6, 64), (8, 32), (8, 48), (12, 32), (14, 32), (16, 16)]
+    cache = [(64, 256, 256), (128, 256, 256), (32, 512, 256), (64, 512, 128), (128, 128, 512), (256, 256, 128)]
+    out = []
+    for (mr, nr), (mc, nc, kc) in itertools.product(register, cache):
+        mc = mc if mc % mr == 0 else M
+        nc = nc if nc % nr == 0 else N
+        peel = [Peel()] if mc % mr or nc % nr else []
+        s = Schedule.of([Tile((mc, nc, kc), (0, 2, 1)), Tile((mr, nr, 1)), Vectorize(), Hoist(), *peel])
+        if check(s, kernel) is None:
+            out.append(s)
+    return out
+
+
+def conv_sweep(kernel) -> list[Schedule]:
+    out = []
+    for wr, fr, kw, cr in itertools.product((4, 7, 8, 14), (16, 32, 64), (0, 1), (1, 2, 4)):
+        s = Schedule.of([Tile((1, 1, wr, fr, 1, kw, cr)), Decompose(), Vectorize(), Hoist()])
+        if check(s, kernel) is None:
+            out.append(s)
+    return out
+
+
+def sweep(kernel, schedules, measurer, keep=3):
+    timed = []
+    scripts = [Candidate(render(s, kernel).text) for s in schedules]
+    for i, m in measurer.measure_many(scripts):
+        if m.ok:
+            timed.append((m.seconds, schedules[i]))
+    timed.sort(key=lambda t: t[0])
+    return [s for _, s in timed[:keep]]
+
+
+def timed_call(benchmark, kernel, schedule, threads=1):
+    """pytest-benchmark times the tuned kernel itself, called in-process."""
+    fn = rcompiler.compile(kernel, schedule, threads=threads)
+    inputs = [a for a, spec in zip(kernel.make_inputs(0), kernel.args) if not spec.is_output]
+    benchmark.pedantic(fn, args=tuple(inputs), rounds=10, iterations=1, warmup_rounds=1)
+
+
+def test_matmul_1024_reaches_75_percent_of_peak(benchmark):
+    kernel = get_kernel("matmul", (1024, 1024, 1024))
+    with Measurer(kernel, Limits(min_time=0.1)) as m:
+        peak = peak_gflops(m)
+        top = sweep(kernel, matmul_sweep(kernel), m)
+        final, blas = interleaved(kernel, {str(s): s for s in top}, m, rounds=3, blas=("as set", "unset", "Haswell"))
+        peak = max(peak, peak_gflops(m))
+    best_label = min((k for k in final if not k.startswith("numpy")), key=final.get)
+    gflops = kernel.flops / final[best_label] / 1e9
+    data = {"peak_gflops": peak, "best_gflops": gflops, "fraction_of_peak": gflops / peak, "schedule": best_label,
+            **{f"speed_vs_{k}": final[k] / final[best_label] for k in final if k.startswith("numpy")},
+            "numpy_kernels": blas}
+    record("matmul_1024", data)
+    benchmark.extra_info.update(data)
+    timed_call(benchmark, kernel, top[0])
+    assert gflops >= 0.75 * peak, data
+
+
+def test_conv2d_56x56_reaches_75_percent_of_peak(benchmark):
+    kernel = get_kernel("conv2d", (1, 58, 58, 64, 64, 3, 3))
+    with Measurer(kernel, Limits(min_time=0.1)) as m:
+        peak = peak_gflops(m)
+        top = sweep(kernel, conv_sweep(kernel), m)
+        final, _ = interleaved(kernel, {str(s): s for s in top}, m, rounds=3)
+        peak = max(peak, peak_gflops(m))
+    best_label = min(final, key=final.get)
+    gflops = kernel.flops / final[best_label] / 1e9
+    data = {"peak_gflops": peak, "best_gflops": gflops, "fraction_of_peak": gflops / peak, "schedule": best_label}
+    record("conv2d_56", data)
+    benchmark.extra_info.update(data)
+    timed_call(benchmark, kernel, top[0])
+    assert gflops >= 0.75 * peak, data
+
+
+def test_two_threads_beat_the_best_single_thread_matmul_1024(benchmark):
+    kernel = get_kernel("matmul", (1024, 1024, 1024))
+    with Measurer(kernel, Limits(min_time=0.1)) as m:
+        single = sweep(kernel, matmul_sweep(kernel), m, keep=1)[0]
+        parallel = [s for s in (single.then(Parallel(2, loop)) for loop in (0, 1)) if check(s, kernel) is None]
+        final, _ = interleaved(kernel, {"single": single, **{f"parallel{i}": p for i, p in enumerate(parallel)}},
+                               m, rounds=3)
+    best_parallel = min(v for k, v in final.items() if k.startswith("parallel"))
+    data = {"single_thread": str(single), "single_seconds": final["single"], "two_thread_seconds": best_parallel,
+            "speedup": final["single"] / best_parallel}
+    record("matmul_1024_threads", data)
+    benchmark.extra_info.update(data)
+    timed_call(benchmark, kernel, parallel[0], threads=2)
+    assert best_parallel < final["single"], data
+
+
+def test_tune_budget_64_reaches_60_percent_of_peak(benchmark, tmp_path):
+    kernel = get_kernel("matmul", (1024, 1024, 1024))
+    result = {}
+
+    def tune():
+        db = Database(tmp_path / "tune.db")
+        result["r"] = Tuner(kernel, TuneConfig(budget=64), db).run()
+
+    benchmark.pedantic(tune, rounds=1, iterations=1)
+    r = result["r"]
+    with Measurer(kernel, Limits(min_time=0.1)) as m:
+        peak = peak_gflops(m)
+        final, _ = interleaved(kernel, {"best": r.best.schedule}, m, rounds=3)
+    gflops = kernel.flops / final["best"] / 1e9
+    data = {"peak_gflops": peak, "best_gflops": gflops, "fraction_of_peak": gflops / peak,
+            "schedule": str(r.best.schedule), "best_sample": r.best.seq + 1, "samples": len(r.samples)}
+    record("tune_matmul_1024_budget64", data)
+    benchmark.extra_info.update(data)
+    assert len(r.samples) == 64 and gflops >= 0.6 * peak, data
