@@ -136,3 +136,10 @@ def test_upstream_mlir_opt_applies_rendered_script(case, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "func.func @" in (tmp_path / "out.mlir").read_text()
+
+
+def test_decompose_refuses_the_miscompiling_h_axis_form():
+    """MLIR 22 vectorizes an ow=1, kw=1 decomposition wrongly; the vocabulary refuses it."""
+    kernel = get_kernel("conv2d", (1, 30, 30, 32, 32, 3, 3))
+    reason = check(Schedule.of([Tile((1, 14, 1, 16, 1, 1, 4)), Decompose(), Vectorize()]), kernel)
+    assert reason and "oh=1 and kh=1" in reason

@@ -216,9 +216,12 @@ def _loop_shaping(schedule: Schedule, p: Plan, nest: LoopNest) -> None:
         if p.main_op != "linalg.conv_2d_nhwc_hwcf":
             raise ScheduleError(f"decompose: applies to linalg.conv_2d_nhwc_hwcf, not {p.main_op}")
         ext = dict(zip(nest.names, _innermost_extents(p, nest)))
-        if not ((ext["oh"] == 1 and ext["kh"] == 1) or (ext["ow"] == 1 and ext["kw"] == 1)):
-            raise ScheduleError("decompose: the innermost tile must have oh=1 and kh=1 (or ow=1 and kw=1), "
-                                f"it has oh={ext['oh']}, kh={ext['kh']}, ow={ext['ow']}, kw={ext['kw']}")
+        # Only the H-removing form: MLIR 22 also decomposes ow=1, kw=1 tiles into a
+        # 1-D convolution along H, but vectorizing that one computes wrong results
+        # (caught by verification in the benchmark), so the vocabulary leaves it out.
+        if not (ext["oh"] == 1 and ext["kh"] == 1):
+            raise ScheduleError("decompose: the innermost tile must have oh=1 and kh=1, "
+                                f"it has oh={ext['oh']}, kh={ext['kh']}")
 
 
 def _innermost_extents(p: Plan, nest: LoopNest) -> list[int]:
