@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--llm-token-budget", type=int, default=400_000, help="max prompt+completion tokens per run")
     llm.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per LLM call")
     llm.add_argument("--llm-temperature", type=float, default=0.7)
+    llm.add_argument("--llm-format", choices=("json_schema", "json_object", "plain"),
+                     help="how to ask for JSON: json_schema (OpenAI, vLLM, Ollama; the default), json_object with a "
+                          "schema (llama.cpp's server; the default with 'local'), or plain instructions")
     return p
 
 
@@ -72,7 +75,7 @@ def _tune(args, kernel, db, out: Path) -> int:
 
     llm = {"model": args.llm_model, "base_url": args.llm_base_url, "max_calls": args.llm_budget,
            "max_tokens_total": args.llm_token_budget, "timeout": args.llm_timeout,
-           "temperature": args.llm_temperature}
+           "temperature": args.llm_temperature, "response_format": args.llm_format}
     config = TuneConfig(args.strategy, args.proposer, args.budget, args.seed, args.threads, args.time_budget,
                         args.exploration, args.children,
                         Limits(args.compile_timeout, args.run_timeout, args.min_time), llm)
