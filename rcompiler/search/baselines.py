@@ -10,7 +10,7 @@ from rcompiler.kernels.base import Kernel
 from rcompiler.transforms import Schedule, Tile, check
 
 from .context import Evaluated, Proposal
-from .edits import all_edits, legal, random_schedule
+from .edits import all_edits, fresh_random_schedules, legal
 
 
 class RandomSearch:
@@ -22,15 +22,8 @@ class RandomSearch:
         self.seen: set[str] = set()
 
     def ask(self) -> list[Proposal]:
-        out = []
-        for _ in range(50 * self.batch):
-            s = random_schedule(self.kernel, self.rng, self.threads)
-            if s.key not in self.seen:
-                self.seen.add(s.key)
-                out.append(Proposal(s, "random schedule", "random"))
-            if len(out) == self.batch:
-                break
-        return out
+        return [Proposal(s, "random schedule", "random")
+                for s in fresh_random_schedules(self.kernel, self.rng, self.batch, self.seen, self.threads)]
 
     def tell(self, proposal: Proposal, result: Evaluated) -> None:
         self.seen.add(proposal.schedule.key)
@@ -49,15 +42,9 @@ class Evolutionary:
 
     def ask(self) -> list[Proposal]:
         if len(self.measured) < self.population:  # generation 0: random individuals
-            out = []
-            for _ in range(50 * self.population):
-                s = random_schedule(self.kernel, self.rng, self.threads)
-                if s.key not in self.seen:
-                    self.seen.add(s.key)
-                    out.append(Proposal(s, "initial population", "evolutionary"))
-                if len(out) == self.population - len(self.measured):
-                    break
-            return out
+            fresh = fresh_random_schedules(self.kernel, self.rng, self.population - len(self.measured), self.seen,
+                                           self.threads)
+            return [Proposal(s, "initial population", "evolutionary") for s in fresh]
         out = []
         for _ in range(20 * self.population):
             child = self._offspring()

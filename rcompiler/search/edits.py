@@ -179,3 +179,17 @@ def random_schedule(kernel: Kernel, rng: random.Random, threads: int = 1) -> Sch
         if s.steps and check(s, kernel) is None:
             return s
     return Schedule.of([Tile(tuple(1 if i == len(nest.extents) - 1 else 0 for i in range(len(nest.extents))))])
+
+
+def fresh_random_schedules(kernel: Kernel, rng: random.Random, n: int, seen: set[str], threads: int = 1
+                           ) -> list[Schedule]:
+    """Up to n random legal schedules not in `seen` (which this adds them to)."""
+    out: list[Schedule] = []
+    for _ in range(50 * n):
+        if len(out) >= n:
+            break
+        s = random_schedule(kernel, rng, threads)
+        if s.key not in seen:
+            seen.add(s.key)
+            out.append(s)
+    return out
