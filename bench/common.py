@@ -43,8 +43,7 @@ def interleaved(kernel: Kernel, schedules: dict[str, Schedule], measurer: Measur
     kernels: dict[str, str] = {}
     for _ in range(rounds):
         for label, schedule in schedules.items():
-            par = schedule.get("parallel")
-            m = measurer.measure(Candidate(render(schedule, kernel).text, par.threads if par else 1))
+            m = measurer.measure(Candidate(render(schedule, kernel).text, schedule.threads))
             if not m.ok:
                 if strict:
                     raise AssertionError(f"{label} failed: {m.reason}")

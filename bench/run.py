@@ -26,7 +26,7 @@ from rcompiler.search.tuner import TuneConfig, Tuner
 from rcompiler.transforms import Schedule
 
 from .common import interleaved, peak_gflops
-from .summarize import markdown, summarize
+from .summarize import best_index, markdown, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,7 @@ def retime(runs: list[Run], kernels: dict, budgets, db: Database, log) -> dict:
         chosen: dict[str, Schedule] = {}
         for run in (r for r in runs if r.kernel == klabel):
             for b in budgets:
-                best = _best_index(run.seconds[:b])
+                best = best_index(run.seconds[:b])
                 if best is not None:
                     s = Schedule.from_json(run.schedules[best])
                     chosen[s.key] = s
@@ -101,11 +101,6 @@ def retime(runs: list[Run], kernels: dict, budgets, db: Database, log) -> dict:
                        "naive_seconds": naive[0] if naive else None}
         log(f"re-timed {len(chosen)} schedules of {klabel}")
     return out
-
-
-def _best_index(seconds: list):
-    ok = [(s, i) for i, s in enumerate(seconds) if s]
-    return min(ok)[1] if ok else None
 
 
 def main(argv=None) -> int:

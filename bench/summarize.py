@@ -13,6 +13,12 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
+def best_index(seconds: list) -> int | None:
+    """Index of the fastest verified sample (None where a sample failed)."""
+    ok = [(s, i) for i, s in enumerate(seconds) if s]
+    return min(ok)[1] if ok else None
+
+
 def summarize(runs, timings: dict, budgets) -> dict:
     """Per kernel, strategy and budget: medians over seeds of the re-timed best schedule."""
     from rcompiler.transforms import Schedule
@@ -29,9 +35,9 @@ def summarize(runs, timings: dict, budgets) -> dict:
             for b in budgets:
                 per_seed, reach, fails = [], [], Counter()
                 for r in sruns:
-                    ok = [(s, i) for i, s in enumerate(r.seconds[:b]) if s]
-                    if ok:
-                        key = Schedule.from_json(r.schedules[min(ok)[1]]).key
+                    best = best_index(r.seconds[:b])
+                    if best is not None:
+                        key = Schedule.from_json(r.schedules[best]).key
                         per_seed.append(t["seconds"].get(key))
                     hit = next((i + 1 for i, s in enumerate(r.seconds[:b]) if s and tuned_best
                                 and s <= tuned_best / 0.9), None)

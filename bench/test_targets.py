@@ -13,8 +13,6 @@ import itertools
 import json
 from pathlib import Path
 
-import pytest
-
 import rcompiler
 from rcompiler.db import Database
 from rcompiler.kernels import get_kernel
@@ -35,7 +33,7 @@ def record(name: str, data: dict) -> None:
 
 def matmul_sweep(kernel) -> list[Schedule]:
     """A plain grid: register tiles x cache tiles, k innermost in registers."""
-    M, N, K = kernel.dims["M"], kernel.dims["N"], kernel.dims["K"]
+    M, N = kernel.dims["M"], kernel.dims["N"]
     register = [(4, 64), (6, 64), (8, 32), (8, 48), (12, 32), (14, 32), (16, 16)]
     cache = [(64, 256, 256), (128, 256, 256), (32, 512, 256), (64, 512, 128), (128, 128, 512), (256, 256, 128)]
     out = []

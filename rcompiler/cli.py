@@ -91,7 +91,6 @@ def _tune(args, kernel, db, out: Path) -> int:
     try:
         result = Tuner(kernel, config, db, on_sample=progress).run()
     except (ValueError, RuntimeError) as err:
-        bar.close()
         fail(str(err), code=1)
     finally:
         bar.close()

@@ -92,7 +92,6 @@ def fma_probe_payload(lanes: int, chains: int = 16, iterations: int = 1 << 18) -
     """MLIR for `chains` independent vector FMA chains: enough to hide FMA latency."""
     vec = f"vector<{lanes}xf32>"
     accs = ", ".join(f"%a{i} = %x" for i in range(chains))
-    names = ", ".join(f"%a{i}" for i in range(chains))
     types = ", ".join([vec] * chains)
     body = "\n".join(f"      %n{i} = vector.fma %a{i}, %y, %z : {vec}" for i in range(chains))
     sums = "\n".join(f"  %s{i} = arith.addf %s{i - 1}, %r#{i} : {vec}" for i in range(1, chains))

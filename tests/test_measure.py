@@ -3,7 +3,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from rcompiler.kernels import get_kernel
 from rcompiler.kernels.base import ArgSpec, Kernel
@@ -139,3 +138,4 @@ def test_api_compiles_threaded_kernels_twice_in_one_process():
                                shape=(64, 64, 64), threads=2)
         np.testing.assert_allclose(fn(a, b), a @ b, rtol=1e-4, atol=1e-4)
         del fn
+

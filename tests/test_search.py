@@ -10,7 +10,7 @@ from rcompiler.search.context import Evaluated, Proposal, ProposalContext
 from rcompiler.search.heuristic import HeuristicProposer, edit_kind, register_tiles, snap
 from rcompiler.search.mcts import MCTS, reward
 from rcompiler.search.random_proposer import RandomProposer
-from rcompiler.transforms import Hoist, Schedule, Tile, Vectorize, check, loop_nest
+from rcompiler.transforms import Hoist, Schedule, Tile, Vectorize, check
 
 
 class ScriptedProposer:
@@ -155,7 +155,7 @@ def test_baselines_propose_legal_unique_schedules(strategy):
     kernel = get_kernel("matmul", (128, 128, 128))
     s = strategy(kernel, detect(), seed=1)
     keys = set()
-    for round_ in range(4):
+    for _ in range(4):
         batch = s.ask()
         assert batch
         for p in batch:

@@ -40,8 +40,7 @@ def test_step_applies_and_verifies(case, measure_with):
     name, shape, steps = CASES[case]
     kernel = get_kernel(name, shape)
     schedule = Schedule.of(steps)
-    par = schedule.get("parallel")
-    result = measure_with(kernel).measure(Candidate(render(schedule, kernel).text, par.threads if par else 1))
+    result = measure_with(kernel).measure(Candidate(render(schedule, kernel).text, schedule.threads))
     assert result.status is Status.OK, result.reason
     assert result.max_error <= kernel.tolerance
 

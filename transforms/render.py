@@ -19,6 +19,7 @@ from rcompiler.kernels.base import Kernel
 
 from .schedule import Schedule
 from .space import Plan, plan
+from .steps import ScheduleError
 
 ANY = "!transform.any_op"
 DTYPES = {"float32": "f32", "float64": "f64"}
@@ -64,15 +65,23 @@ def _results(n: int) -> str:
     return ", ".join([ANY] * n)
 
 
+def _tiled_results(w: _Writer, base: str, sizes) -> tuple[str, str, list[str]]:
+    """Names for a tiling op's results: the tiled op, then one loop per nonzero size.
+    Returns (tiled op, the left-hand side to write, the loop handles)."""
+    n_loops = sum(1 for s in sizes if s)
+    op, loops = w.fresh(base), w.fresh(f"{base}_loops")
+    if n_loops > 1:
+        return op, f"{op}, {loops}:{n_loops}", [f"{loops}#{i}" for i in range(n_loops)]
+    return op, f"{op}, {loops}", [loops]
+
+
 def _tile_for(w: _Writer, handle: str, sizes, interchange=None) -> tuple[str, list[str]]:
     """tile_using_for; returns the tiled-op handle and one handle per loop."""
-    n_loops = sum(1 for s in sizes if s)
-    op, loops = w.fresh("tiled"), w.fresh("loops")
+    op, lhs, loops = _tiled_results(w, "tiled", sizes)
     inter = f" interchange = {list(interchange)}" if interchange is not None and list(interchange) != sorted(interchange) else ""
-    lhs = f"{op}, {loops}:{n_loops}" if n_loops > 1 else f"{op}, {loops}"
     w(f"{lhs} = transform.structured.tile_using_for {handle} tile_sizes {list(sizes)}{inter} : "
-      f"({ANY}) -> ({_results(n_loops + 1)})")
-    return op, ([f"{loops}#{i}" for i in range(n_loops)] if n_loops > 1 else [loops])
+      f"({ANY}) -> ({_results(len(loops) + 1)})")
+    return op, loops
 
 
 def render(schedule: Schedule, kernel: Kernel) -> Script:
@@ -212,18 +221,15 @@ def _fuse(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, last: str, ti
     else:  # a consumer: its loops are the main op's parallel loops, in order
         par = [d for d, it in enumerate(p.nest.iterators) if it == "parallel"]
         if len(par) != len(last_op.sizes):
-            from .steps import ScheduleError
             raise ScheduleError("fuse: the last op's loops do not match the main op's parallel loops")
         sizes = [tile.sizes[d] for d in par]
         order = [par.index(d) for d in level.interchange if d in par]
-    n_loops = sum(1 for s in sizes if s)
-    op, loops = w.fresh("fused"), w.fresh("floops")
-    lhs = f"{op}, {loops}:{n_loops}" if n_loops > 1 else f"{op}, {loops}"
+    _, lhs, loops = _tiled_results(w, "fused", sizes)
     w(f"{lhs} = transform.structured.fuse {last} tile_sizes {sizes} interchange {order} : "
-      f"({ANY}) -> ({_results(n_loops + 1)})")
+      f"({ANY}) -> ({_results(len(loops) + 1)})")
     main = w.fresh("main")
     w(f"{main} = transform.structured.match ops{{[\"{p.main_op}\"]}} in %root : ({ANY}) -> {ANY}")
-    return main, ([f"{loops}#{i}" for i in range(n_loops)] if n_loops > 1 else [loops])
+    return main, loops
 
 
 def _vectorize_and_bufferize(w: _Writer, schedule: Schedule) -> None:

@@ -43,6 +43,12 @@ class Schedule:
         return next((s for s in self.steps if s.name == name), None)
 
     @property
+    def threads(self) -> int:
+        """Threads the schedule runs on: its parallel step's, else one."""
+        par = self.get("parallel")
+        return par.threads if par else 1
+
+    @property
     def tiles(self) -> tuple[Tile, ...]:
         return tuple(s for s in self.steps if isinstance(s, Tile))
 

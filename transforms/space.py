@@ -42,6 +42,12 @@ class Level:
     loops: list[int]  # dims that got a loop, outermost first
     trips: list[int]
     remainders: list[int]  # per loop: extent % size (0 = divides)
+    extents: tuple[int, ...]  # per dim: what this level tiles (the enclosing tile, or the whole loop)
+
+    @property
+    def inner(self) -> tuple[int, ...]:
+        """Per dim: the extent inside this level's tiles."""
+        return tuple(s or e for s, e in zip(self.sizes, self.extents))
 
 
 @dataclass
@@ -190,10 +196,9 @@ def _tile(tile, depth: int, nest: LoopNest, extents: list[int], allow_partial: b
             loops.append(d)
             trips.append(-(-extents[d] // s))
             rems.append(extents[d] % s)
-    for d, s in enumerate(tile.sizes):
-        if s:
-            extents[d] = s
-    return Level(tuple(tile.sizes), tuple(interchange), loops, trips, rems)
+    level = Level(tuple(tile.sizes), tuple(interchange), loops, trips, rems, tuple(extents))
+    extents[:] = level.inner
+    return level
 
 
 def _loop_shaping(schedule: Schedule, p: Plan, nest: LoopNest) -> None:
@@ -215,19 +220,10 @@ def _loop_shaping(schedule: Schedule, p: Plan, nest: LoopNest) -> None:
     if decompose is not None:
         if p.main_op != "linalg.conv_2d_nhwc_hwcf":
             raise ScheduleError(f"decompose: applies to linalg.conv_2d_nhwc_hwcf, not {p.main_op}")
-        ext = dict(zip(nest.names, _innermost_extents(p, nest)))
+        ext = dict(zip(nest.names, inner.inner))
         # Only the H-removing form: MLIR 22 also decomposes ow=1, kw=1 tiles into a
         # 1-D convolution along H, but vectorizing that one computes wrong results
         # (caught by verification in the benchmark), so the vocabulary leaves it out.
         if not (ext["oh"] == 1 and ext["kh"] == 1):
             raise ScheduleError("decompose: the innermost tile must have oh=1 and kh=1, "
                                 f"it has oh={ext['oh']}, kh={ext['kh']}")
-
-
-def _innermost_extents(p: Plan, nest: LoopNest) -> list[int]:
-    extents = list(nest.extents)
-    for level in p.levels:
-        for d, s in enumerate(level.sizes):
-            if s:
-                extents[d] = s
-    return extents

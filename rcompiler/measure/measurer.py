@@ -74,7 +74,6 @@ class Measurer:
                                    initializer=_init_worker, initargs=(self.runner_cpus,))
         self._runner_all = None  # created on demand for multi-threaded candidates
         self._reference: list[np.ndarray] | None = None
-        self._cutoff: float | None = None
 
     # -- lifecycle ---------------------------------------------------------
     def close(self) -> None:
@@ -129,7 +128,6 @@ class Measurer:
                      ) -> Iterator[tuple[int, Measurement]]:
         """Yield (index, measurement) as each finishes; builds overlap with timing.
         Candidates whose first run is slower than `cutoff` seconds are timed once."""
-        self._cutoff = cutoff
         candidates = list(candidates)
         reference = self.reference()
         window = len(candidates) if self.overlap else 1
@@ -141,9 +139,7 @@ class Measurer:
         def submit_builds(upto: int) -> None:
             nonlocal next_build
             while next_build < min(upto, len(candidates)):
-                c = candidates[next_build]
-                builds[next_build] = self._builder.schedule(
-                    build, args=(self.kernel.payload, c.script, c.threads), timeout=self.limits.compile_seconds)
+                builds[next_build] = self._schedule_build(candidates[next_build])
                 next_build += 1
 
         for i, cand in enumerate(candidates):
@@ -155,7 +151,7 @@ class Measurer:
             if cand.threads > 1 and self.overlap:
                 deferred.append((i, built))
                 continue
-            future = self._schedule_run(built, cand, reference)
+            future = self._schedule_run(built, cand, reference, cutoff=cutoff)
             if self.overlap:
                 runs.append((i, built, future))
                 while runs and runs[0][2].done():
@@ -166,21 +162,25 @@ class Measurer:
         for j, b, f in runs:
             yield j, self._finish_run(b, f)
         for j, b in deferred:  # the builder is idle now: every core is ours
-            yield j, self._finish_run(b, self._schedule_run(b, candidates[j], reference))
+            yield j, self._finish_run(b, self._schedule_run(b, candidates[j], reference, cutoff=cutoff))
 
     # -- internals ---------------------------------------------------------
     def _measure_one(self, cand: Candidate, verify: bool, return_outputs: bool) -> Measurement:
-        built = self._collect_build(self._builder.schedule(
-            build, args=(self.kernel.payload, cand.script, cand.threads), timeout=self.limits.compile_seconds))
+        built = self._collect_build(self._schedule_build(cand))
         if built.status is not Status.OK:
             return Measurement(built.status, reason=built.reason, build_seconds=built.seconds)
         future = self._schedule_run(built, cand, self.reference() if verify else None, return_outputs)
         return self._finish_run(built, future)
 
-    def _schedule_run(self, built: BuildResult, cand: Candidate, reference, return_outputs: bool = False):
+    def _schedule_build(self, cand: Candidate):
+        return self._builder.schedule(build, args=(self.kernel.payload, cand.script, cand.threads),
+                                      timeout=self.limits.compile_seconds)
+
+    def _schedule_run(self, built: BuildResult, cand: Candidate, reference, return_outputs: bool = False,
+                      cutoff: float | None = None):
         task = RunTask(built.llvm_ir, self.kernel.func_name, self.kernel.args, reference, self.kernel.tolerance,
                        seed=self.seed, min_time=self.limits.min_time, max_time=self.limits.run_seconds / 2,
-                       threads=cand.threads, return_outputs=return_outputs, cutoff=self._cutoff)
+                       threads=cand.threads, return_outputs=return_outputs, cutoff=cutoff)
         pool = self._runner
         if cand.threads > 1:
             if self._runner_all is None:
@@ -212,6 +212,6 @@ class Measurer:
         except FutureTimeout:
             return Measurement(Status.TIMEOUT, reason=f"{stage} exceeded {self.limits.run_seconds:g} s")
         except ProcessExpired as err:
-            return Measurement(Status.CRASH, reason=f"while running: " + _death_reason(err.exitcode))
+            return Measurement(Status.CRASH, reason="while running: " + _death_reason(err.exitcode))
         except Exception as err:  # noqa: BLE001
             return Measurement(Status.JIT_ERROR, reason=f"{type(err).__name__}: {err}"[:400])

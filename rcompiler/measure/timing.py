@@ -9,17 +9,10 @@ from .results import Timing
 
 
 def time_call(fn: Callable[[], object], min_time: float = 0.2, min_repeats: int = 3,
-              max_repeats: int = 10_000, max_time: float | None = None, cutoff: float | None = None) -> Timing:
+              max_repeats: int = 10_000, max_time: float | None = None) -> Timing:
     """Call `fn` once to warm up, then repeatedly until `min_time` seconds and
-    `min_repeats` calls have accumulated; per-call times give min and median.
-
-    With `cutoff`, a warm-up slower than it ends the timing there (one sample):
-    a candidate clearly slower than the best needs no precise time."""
-    start = time.perf_counter()
+    `min_repeats` calls have accumulated; per-call times give min and median."""
     fn()
-    first = time.perf_counter() - start
-    if cutoff is not None and first > cutoff:
-        return Timing(min=first, median=first, repeats=1)
     times: list[float] = []
     total = 0.0
     limit = max_time if max_time is not None else max(10 * min_time, 5.0)

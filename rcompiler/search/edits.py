@@ -10,8 +10,7 @@ from dataclasses import replace
 
 from rcompiler.kernels.base import Kernel
 from rcompiler.transforms import (CONTRACTION_STRATEGIES, Contraction, Decompose, Hoist, Parallel, Peel, Schedule,
-                                  Tile, Unroll, Vectorize, check, loop_nest, plan)
-from rcompiler.transforms.space import Plan
+                                  ScheduleError, Tile, Unroll, Vectorize, check, loop_nest, plan)
 
 Edit = tuple[str, Schedule]
 
@@ -23,15 +22,9 @@ def divisors(n: int) -> list[int]:
 def level_extents(kernel: Kernel, schedule: Schedule) -> list[list[int]]:
     """For each tile level, the extent of every loop that level tiles (its parent tile)."""
     try:
-        p: Plan = plan(schedule, kernel)
-        extents = list(p.nest.extents)
-    except Exception:  # noqa: BLE001 - an illegal schedule has no levels to edit
+        return [list(level.extents) for level in plan(schedule, kernel).levels]
+    except ScheduleError:  # an illegal schedule has no levels to edit
         return []
-    out = []
-    for tile in schedule.tiles:
-        out.append(list(extents))
-        extents = [s if s else e for s, e in zip(tile.sizes, extents)]
-    return out
 
 
 def replace_tile(schedule: Schedule, level: int, tile: Tile) -> Schedule:
@@ -102,7 +95,7 @@ def unroll_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
         return []
     try:
         inner = plan(schedule, kernel).levels[-1]
-    except Exception:  # noqa: BLE001
+    except ScheduleError:
         return []
     out = [("drop unroll", schedule.without("unroll"))] if schedule.has("unroll") else []
     for i, trip in enumerate(inner.trips):

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
-from rcompiler.transforms import (Contraction, Decompose, Hoist, Im2col, Parallel, Peel, Schedule, Tile, Vectorize,
+from rcompiler.transforms import (Decompose, Hoist, Im2col, Parallel, Peel, Schedule, Tile, Vectorize,
                                   check, loop_nest)
 
 from .context import Evaluated, Proposal, ProposalContext
@@ -189,7 +189,7 @@ class HeuristicProposer:
             scored.append((score, desc, s))
         scored.sort(key=lambda t: -t[0])
         out, kinds = [], set()
-        for score, desc, s in scored:  # one edit of each kind first: diverse children
+        for _, desc, s in scored:  # the best unseen edit of each kind: diverse children
             if edit_kind(desc) not in kinds:
                 kinds.add(edit_kind(desc))
                 out.append((self._explain(desc, learned, ctx), s))

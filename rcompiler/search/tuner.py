@@ -7,7 +7,6 @@ given their seed and the results they are told) and measures only what is new.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -215,7 +214,7 @@ class Tuner:
                     self.db.record_measurement(kfp, hfp, p.schedule.key, p.schedule.to_json(), known)
             records[i] = self._record(base + i, p, known, reused=True)
             self.db.add_sample(self.study, base + i, p.schedule.key, p.parent_key, p.proposer, p.rationale)
-        candidates = [Candidate(script.text, _threads(p.schedule)) for _, p, script in to_measure]
+        candidates = [Candidate(script.text, p.schedule.threads) for _, p, script in to_measure]
         # A candidate 4x slower than the best so far is timed once: it cannot win.
         cutoff = 4 * self.best_seconds if self.best_seconds else None
         for j, m in (self.measurer.measure_many(candidates, cutoff) if candidates else []):
@@ -236,8 +235,3 @@ class Tuner:
         speedup = self.naive_seconds / m.seconds if m.ok and m.seconds and self.naive_seconds else None
         return SampleRecord(seq, p.schedule.key, p.schedule, m.status.value, m.seconds if m.ok else None, speedup,
                             m.reason, p.proposer, p.rationale, p.parent_key, reused, m)
-
-
-def _threads(schedule: Schedule) -> int:
-    par = schedule.get("parallel")
-    return par.threads if par else 1
