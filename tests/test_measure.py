@@ -139,3 +139,16 @@ def test_api_compiles_threaded_kernels_twice_in_one_process():
         np.testing.assert_allclose(fn(a, b), a @ b, rtol=1e-4, atol=1e-4)
         del fn
 
+
+def test_workers_that_cannot_start_are_a_clear_error_not_a_candidate_result(tmp_path):
+    """A program read from stdin cannot be re-imported by spawned workers: say so, once."""
+    import subprocess
+    import sys
+
+    program = (f"import rcompiler\nrcompiler.tune('matmul', shape=(32, 32, 32), budget=2, "
+               f"db={str(tmp_path / 'x.db')!r})\n")
+    done = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "WorkerPoolError" in last and "run from a file" in last, last

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -24,6 +25,15 @@ from rcompiler.kernels.base import Kernel
 from .builder import build
 from .results import BuildResult, Measurement, Status
 from .runner import RunTask, run, run_numpy
+
+
+class WorkerPoolError(RuntimeError):
+    """The worker processes cannot run at all: no candidate's fault, so not a result."""
+
+
+def _pool_error(err: BrokenProcessPool) -> WorkerPoolError:
+    return WorkerPoolError(f"rcompiler's worker processes could not start or keep running ({err}); they are "
+                           "spawned, so a program read from standard input must be run from a file instead")
 
 
 @dataclass(frozen=True)
@@ -203,6 +213,8 @@ class Measurer:
             return BuildResult(Status.TIMEOUT, reason=f"compile exceeded {self.limits.compile_seconds:g} s")
         except ProcessExpired as err:
             return BuildResult(Status.CRASH, reason="while compiling: " + _death_reason(err.exitcode))
+        except BrokenProcessPool as err:
+            raise _pool_error(err) from None
         except Exception as err:  # noqa: BLE001 - an unexpected builder bug is still one candidate's result
             return BuildResult(Status.APPLY_ERROR, reason=f"{type(err).__name__}: {err}"[:400])
 
@@ -213,5 +225,7 @@ class Measurer:
             return Measurement(Status.TIMEOUT, reason=f"{stage} exceeded {self.limits.run_seconds:g} s")
         except ProcessExpired as err:
             return Measurement(Status.CRASH, reason="while running: " + _death_reason(err.exitcode))
+        except BrokenProcessPool as err:
+            raise _pool_error(err) from None
         except Exception as err:  # noqa: BLE001
             return Measurement(Status.JIT_ERROR, reason=f"{type(err).__name__}: {err}"[:400])
