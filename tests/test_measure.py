@@ -152,3 +152,22 @@ def test_workers_that_cannot_start_are_a_clear_error_not_a_candidate_result(tmp_
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert "WorkerPoolError" in last and "run from a file" in last, last
+
+
+def test_measure_command_prints_status_time_gflops_and_baselines():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "rcompiler.measure", "--kernel", "matmul", "--shape", "256,256,256",
+                           "--script", str(DATA / "tiled_matmul_256.mlir"), "--min-time", "0.02"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "status     ok" in out
+    for label in ("candidate", "naive", "numpy"):
+        line = next(l for l in out.splitlines() if l.startswith(label))
+        assert " ms " in line and "GFLOP/s" in line, line
+    assert "x over naive" in out
+    bad = subprocess.run([sys.executable, "-m", "rcompiler.measure", "--kernel", "matmul", "--shape", "8,8",
+                          "--script", str(DATA / "tiled_matmul_256.mlir")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: kernel matmul takes shape M,N,K")
