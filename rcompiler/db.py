@@ -90,7 +90,7 @@ class Database:
         """`apply best`: the fastest verified schedule known for a kernel on this hardware."""
         row = self.conn.execute(
             "SELECT schedule, status, seconds, median, repeats, reason, max_error, build_seconds, run_seconds "
-            "FROM measurements WHERE kernel=? AND hardware=? AND status='ok' ORDER BY seconds LIMIT 1",
+            "FROM measurements WHERE kernel=? AND hardware=? AND status='ok' ORDER BY seconds, schedule_key LIMIT 1",
             (kernel, hardware)).fetchone()
         return (json.loads(row[0]), _to_measurement(row[1:])) if row else None
 

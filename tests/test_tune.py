@@ -45,6 +45,17 @@ def test_rerun_replays_from_the_database_without_measuring(tmp_path):
     assert len(again.samples) == 8
 
 
+def test_ties_in_time_pick_the_same_best_in_the_run_and_the_database(tmp_path):
+    kernel = get_kernel("matmul", (64, 64, 64))
+    db = Database(tmp_path / "t.db")
+    Tuner(kernel, TuneConfig(budget=4, limits=FAST), db).run()
+    db.conn.execute("UPDATE measurements SET seconds = 1e-6 WHERE status = 'ok'")  # the clock ticks in 10 ns
+    replay = Tuner(kernel, TuneConfig(budget=4, limits=FAST), db).run()
+    assert all(s.reused for s in replay.samples) and sum(s.seconds == 1e-6 for s in replay.samples) >= 2
+    stored, _ = db.best(kernel.fingerprint, replay.hardware.fingerprint)
+    assert stored == replay.best_schedule.to_json()
+
+
 def _tune_cmd(tmp_path, budget, *extra):
     return [sys.executable, "-m", "rcompiler.tune", "--kernel", "matmul", "--shape", "128,128,128",
             "--budget", str(budget), "--min-time", "0.02", "--db", str(tmp_path / "tune.db"),

@@ -73,7 +73,8 @@ class TuneResult:
     @property
     def best(self) -> SampleRecord | None:
         ok = [s for s in self.samples if s.status == "ok" and s.seconds]
-        return min(ok, key=lambda s: s.seconds) if ok else None
+        # Ties are real (the clock ticks in 10 ns); break them as the database's `best` does.
+        return min(ok, key=lambda s: (s.seconds, s.key)) if ok else None
 
     @property
     def best_schedule(self) -> Schedule | None:
