@@ -119,9 +119,9 @@ def main(argv=None) -> int:
     if args.seeds:
         plan["seeds"] = tuple(range(args.seeds))
     mode_name = "quick" if args.quick else "full"
-    out = Path(args.out or ROOT / "results" / f"{mode_name}-{time.strftime('%Y%m%d-%H%M')}")
+    out = Path(args.out or ROOT / "results" / f"{mode_name}-{time.strftime('%Y%m%d-%H%M')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    log_file = (out / "log.txt").open("w")
+    log_file = (out / "log.txt").open("a")  # a resumed run adds to the first one's log
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -174,7 +174,8 @@ def update_readme(table: str, out: Path) -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-    block = f"{start}\n{table}\nPlots and raw data: `{out.relative_to(ROOT)}/`.\n{end}"
+    where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    block = f"{start}\n{table}\nPlots and raw data: `{where}/`.\n{end}"
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:
