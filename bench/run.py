@@ -49,7 +49,8 @@ class Run:
     seconds: list  # per sample, None for failures
     statuses: list
     schedules: list  # JSON per sample
-    cost: list  # build + run seconds of the samples measured in this run
+    cost: list  # build + run seconds of each sample's measurement (also when replayed from the database)
+    measured_now: int  # samples measured by this invocation, not replayed
 
 
 def label(strategy: str, proposer: str) -> str:
@@ -72,7 +73,7 @@ def tune_all(plan: dict, db: Database, llm: dict | None, log) -> tuple[list[Run]
                 runs.append(Run(kernel.label, label(strategy, proposer), seed, [s.seconds for s in r.samples],
                                 [s.status for s in r.samples], [s.schedule.to_json() for s in r.samples],
                                 [s.measurement.build_seconds + s.measurement.run_seconds for s in r.samples
-                                 if not s.reused and s.measurement is not None]))
+                                 if s.measurement is not None], sum(not s.reused for s in r.samples)))
                 best = min((s for s in r.samples if s.seconds), key=lambda s: s.seconds, default=None)
                 log(f"{kernel.label:40s} {label(strategy, proposer):16s} seed {seed}: "
                     f"{kernel.flops / best.seconds / 1e9 if best else 0:7.1f} GFLOP/s  ({time.monotonic() - start:.0f} s)")
@@ -136,7 +137,8 @@ def main(argv=None) -> int:
     hw = detect()
     meta = {"mode": mode_name, "date": time.strftime("%Y-%m-%d"), "machine": hw.describe(),
             "python": platform.python_version(), "budgets": list(plan["budgets"]), "seeds": list(plan["seeds"]),
-            "wall_minutes": (time.monotonic() - started) / 60}
+            "wall_minutes": (time.monotonic() - started) / 60,
+            "samples": sum(len(r.seconds) for r in runs), "measured_now": sum(r.measured_now for r in runs)}
     results = summarize(runs, timings, plan["budgets"])
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": results,
                                                   "runs": [r.__dict__ for r in runs]}, indent=1, default=str))

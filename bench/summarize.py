@@ -97,8 +97,12 @@ def _fmt(x, spec, none="-"):
 def markdown(results: dict, meta: dict) -> str:
     budgets = meta["budgets"]
     strategies = sorted({row["strategy"] for k in results["kernels"].values() for row in k["rows"].values()})
+    took = f"{meta['wall_minutes']:.0f} minutes"
+    if meta.get("measured_now", meta.get("samples")) != meta.get("samples"):
+        took += (f" in this invocation, which measured {meta['measured_now']} of the {meta['samples']} samples "
+                 "(the others were already in the results folder's database)")
     lines = [f"Benchmark `{meta['mode']}`, {meta['date']}, on {meta['machine']}; "
-             f"{len(meta['seeds'])} seeds, {meta['wall_minutes']:.0f} minutes.", "",
+             f"{len(meta['seeds'])} seeds, {took}.", "",
              "Median across kernels of (best speed a strategy found / best speed any strategy found) and, in "
              "brackets, the median speedup over the naive lowering; best times re-measured interleaved.", "",
              "| strategy | " + " | ".join(f"{b} samples" for b in budgets) + " |",

@@ -1,0 +1,56 @@
+"""The benchmark's arithmetic and wording, on made-up runs (no measuring)."""
+from bench.run import Run
+from bench.summarize import markdown, summarize
+from rcompiler.transforms import Schedule, Tile, Vectorize
+
+
+def _schedule(strategy: str, seed: int, i: int) -> list:
+    """A distinct schedule per run and sample, so re-timings keyed by schedule do not collide."""
+    return Schedule.of([Tile((i + 1, 8 * (seed + 1), len(strategy))), Vectorize()]).to_json()
+
+
+def _run(strategy, seed, seconds, measured_now=None):
+    return Run("k", strategy, seed, seconds, ["ok" if s else "apply_error" for s in seconds],
+               [_schedule(strategy, seed, i) for i in range(len(seconds))], [0.5] * len(seconds),
+               len(seconds) if measured_now is None else measured_now)
+
+
+def _retimed(runs):
+    """Re-timed seconds equal the tuning-time seconds: the arithmetic is then easy to check."""
+    seconds = {Schedule.from_json(r.schedules[i]).key: s for r in runs for i, s in enumerate(r.seconds) if s}
+    return {"k": {"seconds": seconds | {"numpy (as set)": 2.0}, "numpy_kernel": {"as set": "openblas"},
+                  "peak_gflops": 100.0, "flops": 100e9, "naive_seconds": 40.0}}
+
+
+def test_fraction_of_best_samples_to_90_and_failures():
+    runs = [_run("mcts+heuristic", 0, [4.0, 1.0, 1.0, 1.0]), _run("mcts+heuristic", 1, [4.0, 1.0, 1.0, 1.0]),
+            _run("random", 0, [None, 8.0, 2.0, 1.05]), _run("random", 1, [8.0, 8.0, 4.0, 2.0]),
+            _run("evolutionary", 0, [8.0] * 4), _run("evolutionary", 1, [4.0] * 4)]
+    res = summarize(runs, _retimed(runs), (2, 4))
+    rows = res["kernels"]["k"]["rows"]
+    assert rows["mcts+heuristic@2"]["fraction_of_best"] == 1.0 and rows["mcts+heuristic@2"]["speedup"] == 40.0
+    assert rows["mcts+heuristic@4"]["samples_to_90pct"] == 2
+    assert rows["random@4"]["seconds"] == (1.05 + 2.0) / 2  # median over seeds
+    assert rows["random@4"]["samples_to_90pct"] is None and rows["random@4"]["reached_90pct"] == 1  # 1 of 2 seeds
+    assert rows["random@4"]["failures"] == {"apply_error": 1}
+    assert rows["evolutionary@4"]["vs_numpy"] == 2.0 / 6.0
+    assert rows["mcts+heuristic@4"]["fraction_of_peak"] == 1.0
+
+
+def test_verdict_says_where_the_headline_is_behind():
+    runs = [_run("mcts+heuristic", 0, [2.0] * 32), _run("random", 0, [4.0] * 16 + [1.0] * 16),
+            _run("evolutionary", 0, [8.0] * 32)]
+    res = summarize(runs, _retimed(runs), (16, 32))
+    assert "At 16 samples, mcts+heuristic is ahead of random" in res["verdict"][0]
+    assert "At 32 samples, mcts+heuristic is NOT ahead of random" in " ".join(res["verdict"])
+    assert res["verdict"][-1] == "At 32 samples a baseline found a faster schedule (by more than 2%) on: k."
+
+
+def test_table_says_how_much_was_measured_now():
+    runs = [_run(s, 0, [2.0, 1.0], measured_now=1) for s in ("mcts+heuristic", "random", "evolutionary")]
+    meta = {"mode": "full", "date": "2026-11-26", "machine": "m", "seeds": [0], "budgets": [2],
+            "wall_minutes": 3.0, "samples": 6, "measured_now": 3}
+    table = markdown(summarize(runs, _retimed(runs), (2,)), meta)
+    assert "3 minutes in this invocation, which measured 3 of the 6 samples" in table
+    assert "| k | random | 100.0 | 100% | 40 | 2.00 | 2 | 0 | 0.50 |" in table
+    assert "which measured" not in markdown(summarize(runs, _retimed(runs), (2,)), meta | {"measured_now": 6})
