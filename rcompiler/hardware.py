@@ -19,6 +19,12 @@ class Hardware:
     l1d_bytes: int
     l2_bytes: int
     l3_bytes: int
+    l1d_ways: int = 8  # associativity: rows of a column that L1 holds when rows are a way-size apart
+
+    @property
+    def l1d_way_bytes(self) -> int:
+        """Addresses this far apart share an L1 set (the "critical stride")."""
+        return self.l1d_bytes // self.l1d_ways
 
     @property
     def f32_lanes(self) -> int:
@@ -72,6 +78,10 @@ def _caches() -> dict[str, int]:
             continue
         if kind in ("Data", "Unified"):
             found[f"l{level}"] = size
+            try:
+                found[f"l{level}_ways"] = int((index / "ways_of_associativity").read_text())
+            except (OSError, ValueError):
+                pass
     return found
 
 
@@ -85,7 +95,7 @@ def detect() -> Hardware:
     return Hardware(model=model, cores=cores, isa=isa, vector_bits=bits,
                     vector_registers=32 if "avx512f" in flags else 16,
                     l1d_bytes=caches.get("l1", 32 * 1024), l2_bytes=caches.get("l2", 256 * 1024),
-                    l3_bytes=caches.get("l3", 0))
+                    l3_bytes=caches.get("l3", 0), l1d_ways=caches.get("l1_ways") or 8)
 
 
 def fma_probe_payload(lanes: int, chains: int = 16, iterations: int = 1 << 18) -> str:

@@ -1,4 +1,5 @@
 """MCTS tree policy, proposers and baseline strategies (no measuring: results are told directly)."""
+import dataclasses
 import random
 
 import pytest
@@ -114,6 +115,20 @@ def test_heuristic_derives_tiles_from_the_hardware():
     assert accumulators + nr // hw.f32_lanes + 1 <= hw.vector_registers  # fits the register file
     assert nr % hw.f32_lanes == 0
     assert snap(1000, 256, 8) == 200 and snap(197, 64) in (1, 197)
+
+
+@pytest.mark.parametrize("shape,conflict", [((64, 2048, 4096), True), ((64, 2080, 4096), False),
+                                            ((512, 512, 512), False)])
+def test_heuristic_keeps_b_in_l1_when_its_rows_share_a_cache_set(shape, conflict):
+    hw = dataclasses.replace(detect(), l1d_bytes=32 * 1024, l1d_ways=8)  # 4 KiB ways, as on this machine
+    kernel = get_kernel("matmul", shape)
+    ideas = HeuristicProposer().initial(kernel, hw, 1)
+    stationary = [s for why, s in ideas if "L1 way" in why]
+    assert bool(stationary) == conflict
+    if conflict:
+        tile = stationary[0].tiles[0]
+        assert tile.interchange == (1, 2, 0) and tile.sizes[2] == 8  # n, k, m; k by the associativity
+        assert check(stationary[0], kernel) is None and ideas[1][1] == stationary[0]
 
 
 def test_heuristic_refinement_learns_from_history():

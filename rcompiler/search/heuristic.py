@@ -111,11 +111,34 @@ class HeuristicProposer:
                 ideas.append((why, Schedule.of([outer, inner, Vectorize(), Hoist(), *peel])))
                 if rank:
                     break
+        stationary = self._b_block_in_l1(M, N, K, b, hw)
+        if stationary is not None:
+            ideas.insert(1, stationary)
         mr, nr = register_tiles(hw, M, N)[0]
         ideas.insert(2, ("register tile only, k innermost: no cache blocking",
                          Schedule.of([Tile(tuple(b + [mr, nr, 1])), Vectorize(), Hoist(),
                                       *([Peel()] if M % mr or N % nr else [])])))
         return ideas
+
+    @staticmethod
+    def _b_block_in_l1(M: int, N: int, K: int, b: list[int], hw: Hardware) -> tuple[str, Schedule] | None:
+        """Rows of B a multiple of the L1 way size apart (N = 2048 f32 with 4 KiB ways) put a
+        column of B in one cache set: only `ways` of its rows stay in L1, and k-blocked panels
+        thrash. Then take k by the associativity, keep that B block in L1 and stream A and C
+        past it: loops n, k, m with m innermost."""
+        if (N * F32) % hw.l1d_way_bytes:
+            return None
+        mr, kr = 2, hw.l1d_ways
+        nr = hw.f32_lanes * max(1, hw.vector_registers // 2 // mr)  # half the registers accumulate
+        while nr > hw.f32_lanes and N % nr:
+            nr //= 2
+        if M % mr or N % nr or K % kr:
+            return None
+        order = tuple(range(len(b))) + tuple(x + len(b) for x in (1, 2, 0))
+        why = (f"B's rows are {N * F32} bytes apart, a multiple of the {hw.l1d_way_bytes}-byte L1 way: "
+               f"a column of B maps to one set and only {kr} of its rows stay in L1. So block k by {kr}, "
+               f"keep a {kr}x{nr} block of B in L1 and stream {mr}-row strips of A and C past it (m innermost)")
+        return why, Schedule.of([Tile(tuple(b + [mr, nr, kr]), order), Vectorize(), Hoist()])
 
     def _conv(self, kernel: Kernel, hw: Hardware) -> list[tuple[str, Schedule]]:
         n, oh, ow, f, kh, kw, c = loop_nest(kernel).extents
