@@ -74,7 +74,7 @@ def tune_all(plan: dict, db: Database, llm: dict | None, log) -> tuple[list[Run]
                                 [s.status for s in r.samples], [s.schedule.to_json() for s in r.samples],
                                 [s.measurement.build_seconds + s.measurement.run_seconds for s in r.samples
                                  if s.measurement is not None], sum(not s.reused for s in r.samples)))
-                best = min((s for s in r.samples if s.seconds), key=lambda s: s.seconds, default=None)
+                best = r.best
                 log(f"{kernel.label:40s} {label(strategy, proposer):16s} seed {seed}: "
                     f"{kernel.flops / best.seconds / 1e9 if best else 0:7.1f} GFLOP/s  ({time.monotonic() - start:.0f} s)")
     return runs, kernels

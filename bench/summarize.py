@@ -98,7 +98,7 @@ def markdown(results: dict, meta: dict) -> str:
     budgets = meta["budgets"]
     strategies = sorted({row["strategy"] for k in results["kernels"].values() for row in k["rows"].values()})
     took = f"{meta['wall_minutes']:.0f} minutes"
-    if meta.get("measured_now", meta.get("samples")) != meta.get("samples"):
+    if meta["measured_now"] < meta["samples"]:
         took += (f" in this invocation, which measured {meta['measured_now']} of the {meta['samples']} samples "
                  "(the others were already in the results folder's database)")
     lines = [f"Benchmark `{meta['mode']}`, {meta['date']}, on {meta['machine']}; "

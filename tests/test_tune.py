@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import rcompiler
+from mlir_snippets import matmul_on_tensors
 from rcompiler.db import Database
 from rcompiler.jit import mlir_tool
 from rcompiler.kernels import get_kernel
@@ -153,13 +154,6 @@ def test_python_api_tune_compile_apply_best(tmp_path):
 
 
 def test_api_tunes_mlir_text(tmp_path):
-    text = """
-    func.func @mm(%a: tensor<32x16xf32>, %b: tensor<16x64xf32>) -> tensor<32x64xf32> {
-      %zero = arith.constant 0.0 : f32
-      %e = tensor.empty() : tensor<32x64xf32>
-      %c = linalg.fill ins(%zero : f32) outs(%e : tensor<32x64xf32>) -> tensor<32x64xf32>
-      %r = linalg.matmul ins(%a, %b : tensor<32x16xf32>, tensor<16x64xf32>) outs(%c : tensor<32x64xf32>) -> tensor<32x64xf32>
-      return %r : tensor<32x64xf32>
-    }"""
+    text = matmul_on_tensors(32, 64, 16)
     result = rcompiler.tune(text, budget=3, db=tmp_path / "x.db", min_time=0.01)
     assert result.best is not None and result.best.speedup > 1

@@ -2,17 +2,10 @@
 import numpy as np
 import pytest
 
+from mlir_snippets import matmul_on_tensors
 from rcompiler.kernels import KernelError, kernel_from_file, kernel_from_mlir
 
-TENSOR_FORM = """
-func.func @mm(%a: tensor<16x8xf32>, %b: tensor<8x12xf32>) -> tensor<16x12xf32> {
-  %zero = arith.constant 0.0 : f32
-  %e = tensor.empty() : tensor<16x12xf32>
-  %c = linalg.fill ins(%zero : f32) outs(%e : tensor<16x12xf32>) -> tensor<16x12xf32>
-  %r = linalg.matmul ins(%a, %b : tensor<16x8xf32>, tensor<8x12xf32>) outs(%c : tensor<16x12xf32>) -> tensor<16x12xf32>
-  return %r : tensor<16x12xf32>
-}
-"""
+TENSOR_FORM = matmul_on_tensors(16, 12, 8)
 
 MEMREF_FORM = """
 func.func @scale(%x: memref<32x16xf32>, %y: memref<32x16xf32>) {
