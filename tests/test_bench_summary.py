@@ -54,3 +54,24 @@ def test_table_says_how_much_was_measured_now():
     assert "3 minutes in this invocation, which measured 3 of the 6 samples" in table
     assert "| k | random | 100.0 | 100% | 40 | 2.00 | 2 | 0 | 0.50 |" in table
     assert "which measured" not in markdown(summarize(runs, _retimed(runs), (2,)), meta | {"measured_now": 6})
+
+
+def test_bench_run_end_to_end_on_a_tiny_plan(tmp_path, monkeypatch):
+    """`python -m bench.run` for real (tuning, interleaved re-timing, table, plots) on one small
+    kernel; a second invocation on the same folder replays instead of measuring."""
+    import json
+
+    import bench.run
+
+    monkeypatch.setattr(bench.run, "QUICK", {"kernels": [("matmul", (64, 64, 64))], "budgets": (2, 3), "seeds": (0,)})
+    assert bench.run.main(["--quick", "--out", str(tmp_path)]) == 0
+    first = json.loads((tmp_path / "results.json").read_text())
+    assert first["meta"]["samples"] == 12 and first["meta"]["measured_now"] > 0
+    assert set(first["results"]["summary"]) == {f"{s}@{b}" for s in ("mcts+heuristic", "mcts+random", "random",
+                                                                      "evolutionary") for b in (2, 3)}
+    assert (tmp_path / "matmul_64x64x64_.png").stat().st_size > 1000
+    assert "| matmul[64x64x64] | mcts+heuristic |" in (tmp_path / "table.md").read_text()
+    assert bench.run.main(["--quick", "--out", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["meta"]["measured_now"] == 0
+    assert "which measured 0 of the 12 samples" in (tmp_path / "table.md").read_text()
