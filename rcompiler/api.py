@@ -35,6 +35,7 @@ def tune(module_or_kernel, budget: int = 32, strategy: str = "mcts", proposer: s
     With `out`, also writes best.mlir, report.json and a plot there."""
     from rcompiler import report
     from rcompiler.db import Database
+    from rcompiler.lifetime import interruptible
     from rcompiler.measure import Limits
     from rcompiler.search.tuner import TuneConfig, Tuner
 
@@ -43,7 +44,8 @@ def tune(module_or_kernel, budget: int = 32, strategy: str = "mcts", proposer: s
                         limits=Limits(min_time=min_time), llm=llm or {})
     database = Database(db)
     try:
-        result = Tuner(kernel, config, database).run()
+        with interruptible():  # Ctrl-C ends the run with what it measured (result.stopped says so)
+            result = Tuner(kernel, config, database).run()
     finally:
         database.close()
     if out is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from rcompiler.cli_common import add_kernel_arguments, fail, kernel_from_args
@@ -30,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exploration", type=float, default=1.0, help="UCT exploration constant")
     p.add_argument("--children", type=int, default=4, help="children per MCTS expansion")
     p.add_argument("--min-time", type=float, default=0.2, help="seconds of repeated runs per timing")
-    p.add_argument("--compile-timeout", type=float, default=120.0)
-    p.add_argument("--run-timeout", type=float, default=120.0)
+    p.add_argument("--compile-timeout", type=float,
+                   help="seconds to apply and lower one candidate (default: fitted to the naive build)")
+    p.add_argument("--run-timeout", type=float,
+                   help="seconds to JIT, verify and time one candidate (default: fitted to the naive run)")
     p.add_argument("--apply-best", action="store_true",
                    help="no tuning: write the best schedule the database knows for this kernel here")
     p.add_argument("--quiet", action="store_true", help="no progress bar; print only the result line")
@@ -57,9 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(err))
     if args.budget < 1:
         fail("--budget must be at least 1")
-    from rcompiler.db import Database
+    from rcompiler.db import Database, DatabaseError
 
-    db = Database(args.db)
+    try:
+        db = Database(args.db)
+    except DatabaseError as err:
+        fail(str(err))
     out = Path(args.out or Path("runs") / _slug(kernel.label) / f"{args.strategy}-{args.proposer}-s{args.seed}")
     if args.apply_best:
         return _apply_best(kernel, db, out)
@@ -70,6 +76,7 @@ def _tune(args, kernel, db, out: Path) -> int:
     from tqdm import tqdm
 
     from rcompiler import report
+    from rcompiler.lifetime import interruptible
     from rcompiler.measure import Limits
     from rcompiler.search.tuner import TuneConfig, Tuner
 
@@ -88,23 +95,34 @@ def _tune(args, kernel, db, out: Path) -> int:
             bar.set_postfix_str(f"best {kernel.flops / best / 1e9:.1f} GFLOP/s, "
                                 f"{tuner.naive_seconds / best:.1f}x, last {sample.status}")
 
-    try:
-        result = Tuner(kernel, config, db, on_sample=progress).run()
-    except (ValueError, RuntimeError) as err:
-        fail(str(err), code=1)
-    finally:
-        bar.close()
-    paths = report.write(result, out)
+    with interruptible():
+        try:
+            tuner = Tuner(kernel, config, db, on_sample=progress)
+            result = tuner.run()
+        except (ValueError, RuntimeError) as err:
+            fail(str(err), code=1)
+        finally:
+            bar.close()
+        paths = report.write(result, out)
     best = result.best
+    if tuner.error is not None:
+        print(f"error: {tuner.error}; the {len(result.samples)} samples done are in {paths['report']}",
+              file=sys.stderr)
+        return 1
+    if result.stopped:
+        print(f"{kernel.label}: {result.stopped}; measurements are kept in {args.db}"
+              + ("; the same command resumes" if tuner.interrupt else ""), file=sys.stderr)
     if best is None:
         print(f"no schedule verified in {len(result.samples)} samples; see {paths['report']}")
-        return 1
+        return tuner.interrupt.exit_code if tuner.interrupt else 1
     vs_numpy = f", {result.numpy_seconds / best.seconds:.2f}x NumPy" if result.numpy_seconds else ""
+    first = result.first_guess
+    first_text = (f"{result.gflops(first.seconds):.1f} GFLOP/s" if first.seconds else first.status)
     print(f"{kernel.label}: best {result.gflops(best.seconds):.1f} GFLOP/s, {best.speedup:.1f}x over naive"
-          f"{vs_numpy}, sample {best.seq + 1} of {len(result.samples)}: {best.schedule}")
+          f"{vs_numpy}, sample {best.seq + 1} of {len(result.samples)} (first guess {first_text}): {best.schedule}")
     if not args.quiet:
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
-    return 0
+    return tuner.interrupt.exit_code if tuner.interrupt else 0
 
 
 def _apply_best(kernel, db, out: Path) -> int:

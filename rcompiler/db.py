@@ -7,6 +7,7 @@ samples it drew, in order; rerunning the same study replays them and goes on.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -52,24 +53,57 @@ class Sample:
     rationale: str = ""
 
 
+class DatabaseError(RuntimeError):
+    """The tuning database cannot be opened, read or written; the message says which and why."""
+
+
+def _guarded(method):
+    """Turn SQLite and file-system errors into a DatabaseError that names the file."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, OSError) as err:
+            raise DatabaseError(f"tuning database {self.path}: {_explain(err)}") from err
+    return call
+
+
+def _explain(err: BaseException) -> str:
+    text = str(err)
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return f"{text}: the file is damaged; move it aside (the next run starts a new one) or pass another --db"
+    if "full" in text:
+        return f"{text}: free some space; everything measured before this is in the database"
+    if "readonly" in text or "read-only" in text or "unable to open" in text or isinstance(err, OSError):
+        return f"{text}: the path must be a writable file; pass another --db"
+    return text
+
+
 class Database:
+    @_guarded
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
+        # A damaged file must fail loudly here, never read as an empty study.
+        problems = [r[0] for r in self.conn.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("database disk image is malformed (" + "; ".join(problems[:3])[:200] + ")")
         self.conn.executescript(SCHEMA)
         row = self.conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: database schema {row[0]} is not {SCHEMA_VERSION}; use a new --db")
+            raise DatabaseError(f"{self.path}: database schema {row[0]} is not {SCHEMA_VERSION}; use a new --db")
 
+    @_guarded
     def close(self) -> None:
         self.conn.close()
 
     # -- measurements --------------------------------------------------------
+    @_guarded
     def measurement(self, kernel: str, hardware: str, schedule_key: str) -> Measurement | None:
         row = self.conn.execute(
             "SELECT status, seconds, median, repeats, reason, max_error, build_seconds, run_seconds "
@@ -77,6 +111,7 @@ class Database:
             (kernel, hardware, schedule_key)).fetchone()
         return _to_measurement(row) if row else None
 
+    @_guarded
     def record_measurement(self, kernel: str, hardware: str, schedule_key: str, schedule: list,
                            m: Measurement) -> None:
         t = m.timing
@@ -86,6 +121,7 @@ class Database:
              t.min if t else None, t.median if t else None, t.repeats if t else None,
              m.reason, m.max_error, m.build_seconds, m.run_seconds, time.time()))
 
+    @_guarded
     def best(self, kernel: str, hardware: str) -> tuple[list, Measurement] | None:
         """`apply best`: the fastest verified schedule known for a kernel on this hardware."""
         row = self.conn.execute(
@@ -95,6 +131,7 @@ class Database:
         return (json.loads(row[0]), _to_measurement(row[1:])) if row else None
 
     # -- studies -------------------------------------------------------------
+    @_guarded
     def study(self, name: str, kernel: str, hardware: str, label: str, config: dict) -> int:
         """The id of study `name`, created if new (resumable: same name, same study)."""
         row = self.conn.execute("SELECT id FROM studies WHERE name=?", (name,)).fetchone()
@@ -104,11 +141,13 @@ class Database:
                                 "VALUES (?,?,?,?,?,?)", (name, kernel, hardware, label, json.dumps(config), time.time()))
         return cur.lastrowid
 
+    @_guarded
     def add_sample(self, study: int, seq: int, schedule_key: str, parent_key: str | None,
                    proposer: str, rationale: str) -> None:
         self.conn.execute("INSERT OR IGNORE INTO samples VALUES (?,?,?,?,?,?,?)",
                           (study, seq, schedule_key, parent_key, proposer, rationale, time.time()))
 
+    @_guarded
     def samples(self, study: int) -> list[Sample]:
         rows = self.conn.execute(
             "SELECT s.seq, s.schedule_key, m.schedule, s.parent_key, s.proposer, s.rationale, "
@@ -120,20 +159,24 @@ class Database:
                 for r in rows]
 
     # -- baselines -------------------------------------------------------------
+    @_guarded
     def baseline(self, kernel: str, hardware: str, kind: str) -> tuple[float | None, dict] | None:
         row = self.conn.execute("SELECT seconds, detail FROM baselines WHERE kernel=? AND hardware=? AND kind=?",
                                 (kernel, hardware, kind)).fetchone()
         return (row[0], json.loads(row[1] or "{}")) if row else None
 
+    @_guarded
     def record_baseline(self, kernel: str, hardware: str, kind: str, seconds: float | None, detail: dict) -> None:
         self.conn.execute("INSERT OR REPLACE INTO baselines VALUES (?,?,?,?,?,?)",
                           (kernel, hardware, kind, seconds, json.dumps(detail), time.time()))
 
     # -- LLM response cache ------------------------------------------------------
+    @_guarded
     def cached_response(self, key: str) -> dict | None:
         row = self.conn.execute("SELECT response FROM llm_cache WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    @_guarded
     def cache_response(self, key: str, response: dict, prompt_tokens: int, completion_tokens: int) -> None:
         self.conn.execute("INSERT OR REPLACE INTO llm_cache VALUES (?,?,?,?,?)",
                           (key, json.dumps(response), prompt_tokens, completion_tokens, time.time()))

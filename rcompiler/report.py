@@ -23,6 +23,7 @@ def summary(result: TuneResult) -> dict:
         "seed": result.config.seed,
         "threads": result.config.threads,
         "samples_done": len(result.samples),
+        "stopped": result.stopped,
         "samples_measured_now": sum(not s.reused for s in result.samples),
         "failures": _failures(result),
         "naive_seconds": result.naive_seconds,
@@ -38,6 +39,8 @@ def summary(result: TuneResult) -> dict:
         "best_schedule_text": str(best.schedule) if best else None,
         "best_seq": best.seq if best else None,
         "best_so_far": result.best_so_far(),
+        # The search's own worth: how far it went beyond the proposer's first guess.
+        "first_guess": _first_guess(result),
         "llm": result.proposer_stats or None,
         "wall_seconds": result.wall_seconds,
         "samples": [{
@@ -47,6 +50,15 @@ def summary(result: TuneResult) -> dict:
             "reused": s.reused,
         } for s in result.samples],
     }
+
+
+def _first_guess(result: TuneResult) -> dict | None:
+    first, best = result.first_guess, result.best
+    if first is None:
+        return None
+    return {"status": first.status, "seconds": first.seconds, "gflops": result.gflops(first.seconds),
+            "speedup": first.speedup, "schedule_text": str(first.schedule),
+            "best_over_first": (first.seconds / best.seconds) if first.seconds and best else None}
 
 
 def _failures(result: TuneResult) -> dict[str, int]:

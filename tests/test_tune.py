@@ -17,6 +17,7 @@ from rcompiler.jit import mlir_tool
 from rcompiler.kernels import get_kernel
 from rcompiler.measure import Limits
 from rcompiler.search.tuner import TuneConfig, Tuner
+from rcompiler.transforms import Schedule
 
 FAST = Limits(min_time=0.01)
 
@@ -106,6 +107,11 @@ def test_cli_end_to_end(tmp_path):
         assert key in report
     assert report["budget"] == 4 and len(report["samples"]) == 4
     assert {"status", "seconds", "hash", "parent", "rationale"} <= set(report["samples"][0])
+    first = report["first_guess"]  # the proposer's first guess beside the search's best
+    assert first["schedule_text"] == str(Schedule.from_json(report["samples"][0]["schedule"]))
+    assert first["best_over_first"] == pytest.approx(report["samples"][0]["seconds"] / report["best_seconds"])
+    assert first["best_over_first"] >= 1 and f"(first guess {first['gflops']:.1f} GFLOP/s)" in done.stdout
+    assert report["stopped"] is None
     assert (out / "best_so_far.png").stat().st_size > 1000
     payload = tmp_path / "payload.mlir"
     payload.write_text(get_kernel("matmul", (128, 128, 128)).payload)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from .faults import inject as inject_fault
 from .results import BuildResult, Status
 
 
@@ -18,6 +19,7 @@ def build(payload: str, script: str | None, threads: int = 1) -> BuildResult:
     from rcompiler.transforms.lowering import MLIRFailure, apply_script, lower_to_llvm
 
     start = time.perf_counter()
+    inject_fault("build")
     with ir.Context(), ir.Location.unknown():
         module = ir.Module.parse(payload)
         try:

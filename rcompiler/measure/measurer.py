@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 from pebble import ProcessExpired, ProcessPool
 
 from rcompiler.kernels.base import Kernel
+from rcompiler.lifetime import die_with_parent
 
 from .builder import build
 from .results import BuildResult, Measurement, Status
@@ -42,14 +44,43 @@ class Candidate:
     threads: int = 1
 
 
+# Before the naive build has been timed, nothing is known about the kernel's size.
+UNFITTED_SECONDS = 600.0
+
+
 @dataclass
 class Limits:
-    compile_seconds: float = 120.0
-    run_seconds: float = 120.0
+    """Time limits per candidate; None means fitted to the kernel (see `fitted`)."""
+
+    compile_seconds: float | None = None
+    run_seconds: float | None = None
     min_time: float = 0.2  # seconds of repeated runs per timing
 
+    @property
+    def compile_limit(self) -> float:
+        return self.compile_seconds or UNFITTED_SECONDS
 
-def _init_worker(cpus: set[int] | None) -> None:
+    @property
+    def run_limit(self) -> float:
+        return self.run_seconds or UNFITTED_SECONDS
+
+    def fitted(self, naive_build: float | None, naive_run: float | None) -> "Limits":
+        """Limits that scale with the work, from how long the naive lowering took to build, and
+        to JIT, verify and time. Scheduled code is bigger than the naive loops (tiles unroll
+        into vectors) and may take many times longer, but not without bound. A limit the user
+        set is kept."""
+        def fit(fixed: float | None, measured: float | None, factor: float) -> float | None:
+            if fixed or not measured:
+                return fixed
+            return min(UNFITTED_SECONDS, max(60.0, factor * measured))
+
+        return Limits(fit(self.compile_seconds, naive_build, 40), fit(self.run_seconds, naive_run, 10),
+                      self.min_time)
+
+
+def _init_worker(cpus: set[int] | None, parent_pid: int) -> None:
+    # A worker stuck in LLVM never runs a Python signal handler: the kernel kills it with the run.
+    die_with_parent(parent_pid)
     # Workers never use BLAS threads; keep their math libraries single-threaded.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if cpus and hasattr(os, "sched_setaffinity"):
@@ -79,9 +110,9 @@ class Measurer:
         self.runner_cpus = {cpus[-1]}
         ctx = multiprocessing.get_context("spawn")  # never fork a process that holds LLVM state
         self._builder = ProcessPool(max_workers=1, max_tasks=200, context=ctx,
-                                    initializer=_init_worker, initargs=(self.builder_cpus,))
+                                    initializer=_init_worker, initargs=(self.builder_cpus, os.getpid()))
         self._runner = ProcessPool(max_workers=1, max_tasks=200, context=ctx,
-                                   initializer=_init_worker, initargs=(self.runner_cpus,))
+                                   initializer=_init_worker, initargs=(self.runner_cpus, os.getpid()))
         self._runner_all = None  # created on demand for multi-threaded candidates
         self._reference: list[np.ndarray] | None = None
 
@@ -121,14 +152,14 @@ class Measurer:
         if self.kernel.kind not in NUMPY_BASELINES:
             return None
         future = self._runner.schedule(run_numpy, args=(self.kernel.kind, self.kernel.args, self.seed,
-                                                        self.limits.min_time), timeout=self.limits.run_seconds)
+                                                        self.limits.min_time), timeout=self.limits.run_limit)
         return self._collect(future, "run")
 
     def measure_peak(self) -> float:
         """Single-core f32 FMA peak in GFLOP/s, probed on the runner's core."""
         from rcompiler.hardware import measure_fma_peak
 
-        return self._runner.schedule(measure_fma_peak, timeout=self.limits.run_seconds).result()
+        return self._runner.schedule(measure_fma_peak, timeout=self.limits.run_limit).result()
 
     # -- candidates --------------------------------------------------------
     def measure(self, candidate: Candidate, cutoff: float | None = None) -> Measurement:
@@ -152,9 +183,18 @@ class Measurer:
                 builds[next_build] = self._schedule_build(candidates[next_build])
                 next_build += 1
 
+        def finished_runs() -> Iterator[tuple[int, Measurement]]:
+            for item in [r for r in runs if r[2].done()]:
+                runs.remove(item)
+                yield item[0], self._finish_run(item[1], item[2])
+
         for i, cand in enumerate(candidates):
             submit_builds(i + window)
-            built = self._collect_build(builds.pop(i))
+            build_future = builds.pop(i)
+            while not build_future.done():  # hand over timed candidates while this one compiles
+                wait([build_future, *(f for _, _, f in runs)], return_when=FIRST_COMPLETED)
+                yield from finished_runs()
+            built = self._collect_build(build_future)
             if built.status is not Status.OK:
                 yield i, Measurement(built.status, reason=built.reason, build_seconds=built.seconds)
                 continue
@@ -164,9 +204,7 @@ class Measurer:
             future = self._schedule_run(built, cand, reference, cutoff=cutoff)
             if self.overlap:
                 runs.append((i, built, future))
-                while runs and runs[0][2].done():
-                    j, b, f = runs.pop(0)
-                    yield j, self._finish_run(b, f)
+                yield from finished_runs()
             else:
                 yield i, self._finish_run(built, future)
         for j, b, f in runs:
@@ -184,12 +222,12 @@ class Measurer:
 
     def _schedule_build(self, cand: Candidate):
         return self._builder.schedule(build, args=(self.kernel.payload, cand.script, cand.threads),
-                                      timeout=self.limits.compile_seconds)
+                                      timeout=self.limits.compile_limit)
 
     def _schedule_run(self, built: BuildResult, cand: Candidate, reference, return_outputs: bool = False,
                       cutoff: float | None = None):
         task = RunTask(built.llvm_ir, self.kernel.func_name, self.kernel.args, reference, self.kernel.tolerance,
-                       seed=self.seed, min_time=self.limits.min_time, max_time=self.limits.run_seconds / 2,
+                       seed=self.seed, min_time=self.limits.min_time, max_time=self.limits.run_limit / 2,
                        threads=cand.threads, return_outputs=return_outputs, cutoff=cutoff)
         pool = self._runner
         if cand.threads > 1:
@@ -197,9 +235,9 @@ class Measurer:
                 # max_tasks: threaded engines are never freed (see rcompiler.jit), so recycle often
                 self._runner_all = ProcessPool(max_workers=1, max_tasks=16,
                                                context=multiprocessing.get_context("spawn"),
-                                               initializer=_init_worker, initargs=(self.all_cpus,))
+                                               initializer=_init_worker, initargs=(self.all_cpus, os.getpid()))
             pool = self._runner_all
-        return pool.schedule(run, args=(task,), timeout=self.limits.run_seconds)
+        return pool.schedule(run, args=(task,), timeout=self.limits.run_limit)
 
     def _finish_run(self, built: BuildResult, future) -> Measurement:
         result = self._collect(future, "run")
@@ -210,7 +248,7 @@ class Measurer:
         try:
             return future.result()
         except FutureTimeout:
-            return BuildResult(Status.TIMEOUT, reason=f"compile exceeded {self.limits.compile_seconds:g} s")
+            return BuildResult(Status.TIMEOUT, reason=f"compile exceeded {self.limits.compile_limit:g} s")
         except ProcessExpired as err:
             return BuildResult(Status.CRASH, reason="while compiling: " + _death_reason(err.exitcode))
         except BrokenProcessPool as err:
@@ -222,7 +260,7 @@ class Measurer:
         try:
             return future.result()
         except FutureTimeout:
-            return Measurement(Status.TIMEOUT, reason=f"{stage} exceeded {self.limits.run_seconds:g} s")
+            return Measurement(Status.TIMEOUT, reason=f"{stage} exceeded {self.limits.run_limit:g} s")
         except ProcessExpired as err:
             return Measurement(Status.CRASH, reason="while running: " + _death_reason(err.exitcode))
         except BrokenProcessPool as err:

@@ -8,6 +8,7 @@ import numpy as np
 
 from rcompiler.kernels.base import ArgSpec, make_arrays
 
+from .faults import inject as inject_fault
 from .results import Measurement, Status, Timing
 from .timing import time_call
 
@@ -42,6 +43,7 @@ def run(task: RunTask) -> Measurement:
     from rcompiler.jit import JitFunction
 
     start = time.perf_counter()
+    inject_fault("run")
     try:
         fn = JitFunction(task.llvm_ir, task.func_name, threads=task.threads)
     except Exception as err:  # noqa: BLE001 - any LLVM failure is a result, not a crash

@@ -53,7 +53,9 @@ class LLMProposer:
             return self._fallback(ctx, k, [], self.disabled)
         except LLMUnavailable as err:
             self._note("errors", str(err))
-            self._disable(f"LLM endpoint unavailable ({str(err)[:200]}); continuing with the heuristic proposer")
+            death = self.server.death() if self.server is not None else None
+            why = f"the local LLM server died, {death}" if death else f"LLM endpoint unavailable ({str(err)[:200]})"
+            self._disable(f"{why[:600]}; continuing with the heuristic proposer")
             return self._fallback(ctx, k, [], self.disabled)
         finally:
             self._usage()

@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from rcompiler.db import Database
+from rcompiler.db import Database, DatabaseError
 from rcompiler.hardware import Hardware, detect
 from rcompiler.kernels.base import Kernel
+from rcompiler.lifetime import Interrupted
 from rcompiler.measure import Candidate, Limits, Measurer
 from rcompiler.measure.results import Measurement, Status
 from rcompiler.transforms import Schedule, ScheduleError, render
@@ -25,6 +26,7 @@ from .mcts import MCTS
 from .random_proposer import RandomProposer
 
 STRATEGIES = ("mcts", "random", "evolutionary")
+EARLY_TIMEOUTS = 3  # a run whose first this many candidates all time out stops
 PROPOSERS = ("heuristic", "random", "llm")
 
 
@@ -69,12 +71,18 @@ class TuneResult:
     samples: list[SampleRecord]
     proposer_stats: dict = field(default_factory=dict)
     wall_seconds: float = 0.0
+    stopped: str | None = None  # why the run ended before its budget, if it did
 
     @property
     def best(self) -> SampleRecord | None:
         ok = [s for s in self.samples if s.status == "ok" and s.seconds]
         # Ties are real (the clock ticks in 10 ns); break them as the database's `best` does.
         return min(ok, key=lambda s: (s.seconds, s.key)) if ok else None
+
+    @property
+    def first_guess(self) -> SampleRecord | None:
+        """The first sample: what the proposer thought best before measuring anything."""
+        return self.samples[0] if self.samples else None
 
     @property
     def best_schedule(self) -> Schedule | None:
@@ -136,11 +144,14 @@ class Tuner:
         self.samples: list[SampleRecord] = []
         self.naive_seconds: float | None = None
         self.best_seconds: float | None = None
+        self.limits = config.limits
+        self.interrupt: Interrupted | None = None
+        self.error: DatabaseError | None = None
 
     @property
     def measurer(self) -> Measurer:
         if self._measurer is None:
-            self._measurer = Measurer(self.kernel, self.config.limits, seed=0)
+            self._measurer = Measurer(self.kernel, self.limits, seed=0)
         return self._measurer
 
     def close(self) -> None:
@@ -158,6 +169,8 @@ class Tuner:
         seconds = m.seconds if m is not None and m.ok else None
         detail = {} if m is None else {"status": m.status.value, "reason": m.reason, **{
             k: v for k, v in m.extra.items() if k == "blas"}}
+        if kind == "naive":  # the candidates' time limits are fitted to these
+            detail |= {"build_seconds": m.build_seconds, "run_seconds": m.run_seconds}
         if kind == "naive" and seconds is None:
             raise RuntimeError(f"the kernel does not run without transforms: {m.status.value}: {m.reason}")
         self.db.record_baseline(kfp, hfp, kind, seconds, detail)
@@ -165,14 +178,21 @@ class Tuner:
 
     # -- the loop -------------------------------------------------------------------
     def run(self) -> TuneResult:
+        """Tune to the budget. An interrupt (SIGINT, SIGTERM) ends the run early with what it has;
+        so does a run whose first candidates all exceed their time limits."""
         start = time.monotonic()
         cfg = self.config
-        self.naive_seconds, _ = self.baseline("naive")
-        numpy_seconds, numpy_detail = self.baseline("numpy")
-        strategy = make_strategy(self.kernel, self.hardware, cfg, self.db)
-        stuck = 0
+        strategy, stopped = None, None
+        numpy_seconds, numpy_detail = None, {}
         try:
-            while len(self.samples) < cfg.budget:
+            self.naive_seconds, naive = self.baseline("naive")
+            numpy_seconds, numpy_detail = self.baseline("numpy")
+            self.limits = cfg.limits.fitted(naive.get("build_seconds"), naive.get("run_seconds"))
+            if self._measurer is not None:
+                self._measurer.limits = self.limits
+            strategy = make_strategy(self.kernel, self.hardware, cfg, self.db)
+            stuck = 0
+            while len(self.samples) < cfg.budget and stopped is None:
                 if cfg.time_budget is not None and time.monotonic() - start > cfg.time_budget:
                     break
                 proposals = [p for p in strategy.ask() if p.schedule.key not in {s.key for s in self.samples}]
@@ -185,6 +205,13 @@ class Tuner:
                 proposals = proposals[: cfg.budget - len(self.samples)]
                 for proposal, record in zip(proposals, self._evaluate(proposals)):
                     strategy.tell(proposal, self._evaluated(record))
+                stopped = self._all_timed_out()
+        except Interrupted as interrupt:
+            stopped = f"{interrupt} after {len(self.samples)} samples"
+            self.interrupt = interrupt
+        except DatabaseError as err:  # what was measured is in the report, and in the database up to here
+            stopped = str(err)
+            self.error = err
         finally:
             self.close()
             closer = getattr(getattr(strategy, "proposer", None), "close", None)
@@ -192,7 +219,18 @@ class Tuner:
                 closer()
         stats = getattr(getattr(strategy, "proposer", None), "stats", {})
         return TuneResult(self.kernel, self.hardware, cfg, self.naive_seconds, numpy_seconds, numpy_detail,
-                          self.samples, dict(stats), time.monotonic() - start)
+                          self.samples, dict(stats), time.monotonic() - start, stopped)
+
+    def _all_timed_out(self) -> str | None:
+        """Why to stop, when the first candidates measured all ran out of time: more of the
+        same would only spend the time limit again and again."""
+        measured = [s for s in self.samples if not s.reused]
+        if len(measured) < EARLY_TIMEOUTS or any(s.status != Status.TIMEOUT.value for s in measured):
+            return None
+        return (f"stopped: the first {len(measured)} candidates all exceeded their time limits "
+                f"(compile {self.limits.compile_limit:g} s, run {self.limits.run_limit:g} s); this kernel's "
+                "schedules compile or run too slowly to tune here: raise --compile-timeout/--run-timeout, "
+                "or tune a smaller piece of it")
 
     def _evaluated(self, r: SampleRecord) -> Evaluated:
         return Evaluated(r.schedule, r.status, r.seconds, r.speedup, r.reason, r.rationale, r.parent)
@@ -203,34 +241,40 @@ class Tuner:
         kfp, hfp = self.kernel.fingerprint, self.hardware.fingerprint
         base = len(self.samples)
         records: list[SampleRecord | None] = [None] * len(proposals)
-        to_measure = []
-        for i, p in enumerate(proposals):
-            known = self.db.measurement(kfp, hfp, p.schedule.key)
-            if known is None:
-                try:
-                    to_measure.append((i, p, render(p.schedule, self.kernel)))
-                    continue
-                except ScheduleError as err:  # proposers check legality; this is a last guard
-                    known = Measurement(Status.APPLY_ERROR, reason=str(err))
-                    self.db.record_measurement(kfp, hfp, p.schedule.key, p.schedule.to_json(), known)
-            records[i] = self._record(base + i, p, known, reused=True)
-            self.db.add_sample(self.study, base + i, p.schedule.key, p.parent_key, p.proposer, p.rationale)
-        candidates = [Candidate(script.text, p.schedule.threads) for _, p, script in to_measure]
-        # A candidate 4x slower than the best so far is timed once: it cannot win.
-        cutoff = 4 * self.best_seconds if self.best_seconds else None
-        for j, m in (self.measurer.measure_many(candidates, cutoff) if candidates else []):
-            i, p, script = to_measure[j]
-            m.reason = script.explain(m.reason) if m.reason else ""
-            self.db.record_measurement(kfp, hfp, p.schedule.key, p.schedule.to_json(), m)
-            self.db.add_sample(self.study, base + i, p.schedule.key, p.parent_key, p.proposer, p.rationale)
-            records[i] = self._record(base + i, p, m, reused=False)
-        for r in records:
-            self.samples.append(r)
-            if r.seconds and (self.best_seconds is None or r.seconds < self.best_seconds):
-                self.best_seconds = r.seconds
-            if self.on_sample:
-                self.on_sample(r, self)
+        try:
+            to_measure = []
+            for i, p in enumerate(proposals):
+                known = self.db.measurement(kfp, hfp, p.schedule.key)
+                if known is None:
+                    try:
+                        to_measure.append((i, p, render(p.schedule, self.kernel)))
+                        continue
+                    except ScheduleError as err:  # proposers check legality; this is a last guard
+                        known = Measurement(Status.APPLY_ERROR, reason=str(err))
+                        self.db.record_measurement(kfp, hfp, p.schedule.key, p.schedule.to_json(), known)
+                records[i] = self._record(base + i, p, known, reused=True)
+                self.db.add_sample(self.study, base + i, p.schedule.key, p.parent_key, p.proposer, p.rationale)
+            candidates = [Candidate(script.text, p.schedule.threads) for _, p, script in to_measure]
+            # A candidate 4x slower than the best so far is timed once: it cannot win.
+            cutoff = 4 * self.best_seconds if self.best_seconds else None
+            for j, m in (self.measurer.measure_many(candidates, cutoff) if candidates else []):
+                i, p, script = to_measure[j]
+                m.reason = script.explain(m.reason) if m.reason else ""
+                records[i] = self._record(base + i, p, m, reused=False)
+                self.db.record_measurement(kfp, hfp, p.schedule.key, p.schedule.to_json(), m)
+                self.db.add_sample(self.study, base + i, p.schedule.key, p.parent_key, p.proposer, p.rationale)
+        finally:  # an interrupt or a database error mid-batch keeps what was measured for the report
+            for r in records:
+                if r is not None:
+                    self._keep(r)
         return records
+
+    def _keep(self, r: SampleRecord) -> None:
+        self.samples.append(r)
+        if r.seconds and (self.best_seconds is None or r.seconds < self.best_seconds):
+            self.best_seconds = r.seconds
+        if self.on_sample:
+            self.on_sample(r, self)
 
     def _record(self, seq: int, p: Proposal, m: Measurement, reused: bool) -> SampleRecord:
         speedup = self.naive_seconds / m.seconds if m.ok and m.seconds and self.naive_seconds else None
