@@ -7,13 +7,46 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Operand:
+    """How an op walks one shaped operand, from its indexing map: for each dimension of the
+    operand, the loops that index it with their coefficients (a convolution window reads
+    `oh * stride + kh * dilation`); None for a dimension indexed non-linearly."""
+
+    shape: tuple[int, ...]
+    index: tuple[tuple[tuple[int, int], ...] | None, ...]  # per dim: ((loop, coefficient), ...)
+    element_bytes: int
+    is_output: bool
+
+    def stride_bytes(self, loop: int) -> int | None:
+        """Bytes between consecutive iterations of `loop` in this row-major operand: 0 when
+        the loop does not index it (one element serves every iteration), None when unknown."""
+        total = 0
+        for pos, terms in enumerate(self.index):
+            if terms is None:
+                return None
+            coefficient = dict(terms).get(loop, 0)
+            total += coefficient * math.prod(self.shape[pos + 1:]) * self.element_bytes
+        return total
+
+    def contiguous_loop(self) -> int | None:
+        """The loop whose consecutive iterations touch adjacent elements, if any."""
+        return next((loop for terms in self.index[-1:] if terms for loop, c in terms if c == 1), None)
+
+
+@dataclass(frozen=True)
 class OpInfo:
-    """One Linalg op: its name, loop extents and iterator kinds, arithmetic per iteration."""
+    """One Linalg op: its name, loop extents and iterator kinds, arithmetic per iteration,
+    and how it walks its operands."""
 
     name: str
     sizes: tuple[int, ...]
     iterators: tuple[str, ...]  # "parallel" | "reduction"
     body_ops: int
+    operands: tuple[Operand, ...] = ()
+
+    @property
+    def inputs(self) -> tuple[Operand, ...]:
+        return tuple(o for o in self.operands if not o.is_output)
 
     @property
     def domain(self) -> int:
@@ -70,4 +103,31 @@ def _info(ir, name: str, op) -> OpInfo:
                 bounds.setdefault(ir.AffineDimExpr(expr).position, size)
     sizes = tuple(bounds.get(i, 1) for i in range(len(iterators)))
     body = [o for o in op.regions[0].blocks[0].operations if o.name.split(".")[0] in ("arith", "math")]
-    return OpInfo(name, sizes, iterators, len(body))
+    n_inputs = list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))[0]
+    operands = []
+    for i, (operand, amap) in enumerate(zip(op.operands, maps)):
+        if isinstance(operand.type, ir.ShapedType):
+            t = ir.ShapedType(operand.type)
+            index = tuple(_linear(ir, e) for e in amap.results)
+            operands.append(Operand(tuple(t.shape), index, max(1, t.element_type.width // 8), i >= n_inputs))
+    return OpInfo(name, sizes, iterators, len(body), tuple(operands))
+
+
+def _linear(ir, expr) -> tuple[tuple[int, int], ...] | None:
+    """An affine expression as ((loop, coefficient), ...) when it is linear in the loops."""
+    if isinstance(expr, ir.AffineDimExpr):
+        return ((expr.position, 1),)
+    if isinstance(expr, ir.AffineConstantExpr):
+        return ()
+    if isinstance(expr, ir.AffineAddExpr):
+        lhs, rhs = _linear(ir, expr.lhs), _linear(ir, expr.rhs)
+        if lhs is None or rhs is None:
+            return None
+        merged: dict[int, int] = {}
+        for loop, c in lhs + rhs:
+            merged[loop] = merged.get(loop, 0) + c
+        return tuple(sorted(merged.items()))
+    if isinstance(expr, ir.AffineMulExpr) and isinstance(expr.rhs, ir.AffineConstantExpr):
+        inner = _linear(ir, expr.lhs)
+        return None if inner is None else tuple((loop, c * expr.rhs.value) for loop, c in inner)
+    return None  # mod, floordiv, ceildiv, symbols

@@ -63,3 +63,18 @@ def test_conv_filter_larger_than_input():
 
 def test_parse_shape_accepts_x_separators():
     assert parse_shape("197x768x3072") == (197, 768, 3072)
+
+
+def test_operand_strides_come_from_the_indexing_maps():
+    plain = get_kernel("matmul", (64, 128, 256))
+    a, b, c = plain.structure[plain.main_index].operands
+    assert [b.stride_bytes(loop) for loop in range(3)] == [0, 4, 128 * 4]  # B[k, n]: n contiguous
+    assert b.contiguous_loop() == 1 and c.is_output and not b.is_output
+    linear = get_kernel("matmul_transpose_b", (64, 128, 256))
+    _, bt, _ = linear.structure[linear.main_index].operands
+    assert [bt.stride_bytes(loop) for loop in range(3)] == [0, 256 * 4, 4]  # B[n, k]: k contiguous
+    conv = get_kernel("conv2d", (1, 11, 11, 4, 8, 3, 3, 2, 1))  # stride 2
+    image = conv.structure[conv.main_index].operands[0]
+    n, oh, ow, f, kh, kw, ch = range(7)
+    assert image.stride_bytes(oh) == 2 * 11 * 4 * 4 and image.stride_bytes(kh) == 11 * 4 * 4
+    assert image.stride_bytes(f) == 0 and image.contiguous_loop() == ch

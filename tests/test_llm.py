@@ -138,3 +138,40 @@ def test_cli_with_the_local_model(tmp_path):
     assert report["llm"]["model"] == "smollm2-135m" and report["llm"]["calls"] >= 1
     assert report["llm"]["prompt_tokens"] > 0
     assert any(s["proposer"] == "llm" for s in report["samples"]), report["llm"]
+
+
+def test_a_llama_cpp_build_with_amx_code_is_recognised(tmp_path):
+    from rcompiler.llm_server import AMX_MARK, amx_libraries
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "libggml-base.so").write_bytes(b"\0ELF portable code\0")
+    assert amx_libraries(tmp_path) == []
+    (tmp_path / "lib" / "libggml-cpu.so").write_bytes(b"\0ELF..." + AMX_MARK + b"!\n\0")
+    (tmp_path / "lib" / "libggml-cpu.so.0").symlink_to("libggml-cpu.so")
+    assert amx_libraries(tmp_path) == [tmp_path / "lib" / "libggml-cpu.so"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama.cpp is not installed")
+def test_the_installed_llama_cpp_is_the_portable_build():
+    done = subprocess.run([sys.executable, "-m", "rcompiler.llm_server", "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+
+
+def test_the_prompt_carries_the_ir_the_layout_and_every_step():
+    from rcompiler.hardware import detect
+    from rcompiler.search.context import ProposalContext
+    from rcompiler.search.prompt import answer_schema, build_messages
+    from rcompiler.transforms import STEP_TYPES, Schedule
+
+    kernel = get_kernel("matmul_transpose_b", (64, 2048, 4096))
+    ctx = ProposalContext(kernel, detect(), Schedule.of([]), None, [], [], [], None, 2, set())
+    prompt = build_messages(ctx, 4)[1]["content"]
+    assert "affine_map<(m, n, k) -> (n, k)>" in prompt  # the payload IR, with its indexing maps
+    assert "in1 [n, k] 2048x4096: k contiguous, strides n 16384 B" in prompt  # B stored N x K, read from the maps
+    steps = answer_schema(ctx, 4)["properties"]["schedules"]["items"]["items"]["anyOf"]
+    assert {s["properties"]["step"]["const"] for s in steps} == set(STEP_TYPES) - {"im2col", "decompose"}
+    conv = ProposalContext(get_kernel("conv2d", (1, 10, 10, 4, 8, 3, 3)), detect(), Schedule.of([]), None, [], [],
+                           [], None, 1, set())
+    conv_steps = answer_schema(conv, 4)["properties"]["schedules"]["items"]["items"]["anyOf"]
+    assert {s["properties"]["step"]["const"] for s in conv_steps} == set(STEP_TYPES) - {"pad", "pack", "parallel"}
+    tile = next(s for s in steps if s["properties"]["step"]["const"] == "tile")
+    assert "interchange" in tile["properties"] and tile["required"] == ["step", "sizes"]

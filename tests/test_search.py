@@ -117,14 +117,21 @@ def test_heuristic_derives_tiles_from_the_hardware():
     assert snap(1000, 256, 8) == 200 and snap(197, 64) in (1, 197)
 
 
-@pytest.mark.parametrize("shape,conflict", [((64, 2048, 4096), True), ((64, 2080, 4096), False),
-                                            ((512, 512, 512), False)])
-def test_heuristic_keeps_b_in_l1_when_its_rows_share_a_cache_set(shape, conflict):
+@pytest.mark.parametrize("name,shape,conflict", [
+    ("matmul", (64, 2048, 4096), True), ("matmul", (64, 2080, 4096), False), ("matmul", (512, 512, 512), False),
+    # B stored N x K: its rows are K*4 bytes apart, whatever N is
+    ("matmul_transpose_b", (64, 2048, 4096), True), ("matmul_transpose_b", (64, 2048, 4000), False),
+    ("matmul_transpose_b", (64, 2080, 4096), True)])
+def test_heuristic_keeps_b_in_l1_when_its_rows_share_a_cache_set(name, shape, conflict):
     hw = dataclasses.replace(detect(), l1d_bytes=32 * 1024, l1d_ways=8)  # 4 KiB ways, as on this machine
-    kernel = get_kernel("matmul", shape)
+    kernel = get_kernel(name, shape)
     ideas = HeuristicProposer().initial(kernel, hw, 1)
-    stationary = [s for why, s in ideas if "L1 way" in why]
+    stationary = [(why, s) for why, s in ideas if "L1 way" in why]
     assert bool(stationary) == conflict
+    if conflict:
+        why, stationary = stationary[0][0], [stationary[0][1]]
+        far, stride = ("n", shape[2] * 4) if name == "matmul_transpose_b" else ("k", shape[1] * 4)
+        assert f"consecutive {far} are {stride} bytes apart" in why
     if conflict:
         tile = stationary[0].tiles[0]
         assert tile.interchange == (1, 2, 0) and tile.sizes[2] == 8  # n, k, m; k by the associativity

@@ -2,11 +2,11 @@
 from .lowering import MLIRFailure, apply_script, lower_to_llvm, lowering_pipeline
 from .render import Script, render
 from .schedule import Schedule
-from .space import check, loop_nest, plan
+from .space import applicable, check, loop_nest, plan
 from .steps import (CONTRACTION_STRATEGIES, STEP_TYPES, Contraction, Decompose, Fuse, Hoist, Im2col, Pack, Pad,
                     Parallel, Peel, ScheduleError, Step, Tile, Unroll, Vectorize, step_from_json)
 
 __all__ = ["MLIRFailure", "apply_script", "lower_to_llvm", "lowering_pipeline", "Script", "render", "Schedule",
-           "check", "loop_nest", "plan", "CONTRACTION_STRATEGIES", "STEP_TYPES", "Contraction", "Decompose", "Fuse",
+           "applicable", "check", "loop_nest", "plan", "CONTRACTION_STRATEGIES", "STEP_TYPES", "Contraction", "Decompose", "Fuse",
            "Hoist", "Im2col", "Pack", "Pad", "Parallel", "Peel", "ScheduleError", "Step", "Tile", "Unroll",
            "Vectorize", "step_from_json"]

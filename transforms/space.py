@@ -110,6 +110,20 @@ def plan(schedule: Schedule, kernel: Kernel) -> Plan:
     return p
 
 
+def applicable(step_name: str, kernel: Kernel, threads: int = 1) -> bool:
+    """Whether a step can apply to this kernel with some parameters (what a proposer may use)."""
+    op = kernel.structure[kernel.main_index].name
+    if step_name in ("pad", "pack"):
+        return op in CONTRACTIONS
+    if step_name in ("im2col", "decompose"):
+        return op == "linalg.conv_2d_nhwc_hwcf"
+    if step_name == "fuse":
+        return len(kernel.structure) > 1
+    if step_name == "parallel":
+        return threads > 1
+    return True
+
+
 def check(schedule: Schedule, kernel: Kernel) -> str | None:
     """The reason `schedule` is illegal for `kernel`, or None."""
     try:

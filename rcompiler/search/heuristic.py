@@ -111,7 +111,7 @@ class HeuristicProposer:
                 ideas.append((why, Schedule.of([outer, inner, Vectorize(), Hoist(), *peel])))
                 if rank:
                     break
-        stationary = self._b_block_in_l1(M, N, K, b, hw)
+        stationary = self._b_block_in_l1(kernel, M, N, K, b, hw)
         if stationary is not None:
             ideas.insert(1, stationary)
         mr, nr = register_tiles(hw, M, N)[0]
@@ -121,12 +121,21 @@ class HeuristicProposer:
         return ideas
 
     @staticmethod
-    def _b_block_in_l1(M: int, N: int, K: int, b: list[int], hw: Hardware) -> tuple[str, Schedule] | None:
-        """Rows of B a multiple of the L1 way size apart (N = 2048 f32 with 4 KiB ways) put a
-        column of B in one cache set: only `ways` of its rows stay in L1, and k-blocked panels
-        thrash. Then take k by the associativity, keep that B block in L1 and stream A and C
-        past it: loops n, k, m with m innermost."""
-        if (N * F32) % hw.l1d_way_bytes:
+    def _b_block_in_l1(kernel: Kernel, M: int, N: int, K: int, b: list[int], hw: Hardware
+                       ) -> tuple[str, Schedule] | None:
+        """When B's rows (along n or k, whichever is not contiguous, as its indexing map says)
+        are a multiple of the L1 way size apart, the same column of every row maps to one
+        cache set and only `ways` rows stay in L1. Then also try a B block `ways` deep in k
+        kept in L1, with strips of A and C streamed past it (loops n, k, m; m innermost);
+        whether it wins is for the measurement to say."""
+        op = kernel.structure[kernel.main_index]
+        m_loop, n_loop, k_loop = len(b), len(b) + 1, len(b) + 2
+        B = next((o for o in op.inputs if o.stride_bytes(m_loop) == 0 and o.stride_bytes(n_loop)), None)
+        if B is None:
+            return None
+        strides = {"n": B.stride_bytes(n_loop), "k": B.stride_bytes(k_loop)}
+        far = max(strides, key=lambda x: strides[x] or 0)
+        if not strides[far] or strides[far] % hw.l1d_way_bytes:
             return None
         mr, kr = 2, hw.l1d_ways
         nr = hw.f32_lanes * max(1, hw.vector_registers // 2 // mr)  # half the registers accumulate
@@ -135,9 +144,11 @@ class HeuristicProposer:
         if M % mr or N % nr or K % kr:
             return None
         order = tuple(range(len(b))) + tuple(x + len(b) for x in (1, 2, 0))
-        why = (f"B's rows are {N * F32} bytes apart, a multiple of the {hw.l1d_way_bytes}-byte L1 way: "
-               f"a column of B maps to one set and only {kr} of its rows stay in L1. So block k by {kr}, "
-               f"keep a {kr}x{nr} block of B in L1 and stream {mr}-row strips of A and C past it (m innermost)")
+        layout = "n x k (k contiguous)" if far == "n" else "k x n (n contiguous)"
+        why = (f"B is stored {layout}: consecutive {far} are {strides[far]} bytes apart, a multiple of the "
+               f"{hw.l1d_way_bytes}-byte L1 way, so they share a cache set and only {hw.l1d_ways} of them stay in "
+               f"L1. Block k by {kr}, keep a {kr}x{nr} block of B in L1 and stream {mr}-row strips of A and C "
+               "past it (m innermost)")
         return why, Schedule.of([Tile(tuple(b + [mr, nr, kr]), order), Vectorize(), Hoist()])
 
     def _conv(self, kernel: Kernel, hw: Hardware) -> list[tuple[str, Schedule]]:
