@@ -70,16 +70,50 @@ def _parse(ir, text: str):
 
 
 def _pick_function(module, func_name):
+    """The entry function: `func_name`, else the only public function with Linalg ops.
+    Every other function the entry does not call is dropped, so that the loop sizes and
+    FLOPs read from the payload are the entry's own."""
     funcs = [op for op in module.body.operations if op.operation.name == "func.func" and len(op.regions[0].blocks)]
     if func_name:
-        funcs = [f for f in funcs if f.attributes["sym_name"].value == func_name]
-        if not funcs:
-            raise KernelError(f"no function @{func_name} with a body in the module")
-    with_linalg = [f for f in funcs if any(o.name.startswith("linalg.") for o in _walk(f.operation))]
-    if not with_linalg:
-        raise KernelError("no linalg op found: rcompiler tunes functions built from Linalg ops "
-                          "(linalg.matmul, batch_matmul, conv_2d_*, generic, ...)")
-    return with_linalg[0]
+        chosen = [f for f in funcs if f.attributes["sym_name"].value == func_name]
+        if not chosen:
+            raise KernelError(f"no function @{func_name} with a body in the module; it has "
+                              + ", ".join(f"@{f.attributes['sym_name'].value}" for f in funcs))
+    else:
+        with_linalg = [f for f in funcs if any(o.name.startswith("linalg.") for o in _walk(f.operation))]
+        if not with_linalg:
+            raise KernelError("no linalg op found: rcompiler tunes functions built from Linalg ops "
+                              "(linalg.matmul, batch_matmul, conv_2d_*, generic, ...)")
+        chosen = [f for f in with_linalg if "sym_visibility" not in f.attributes
+                  or f.attributes["sym_visibility"].value == "public"] or with_linalg
+        if len(chosen) > 1:
+            raise KernelError("the module has several public functions with Linalg ops ("
+                              + ", ".join(f"@{f.attributes['sym_name'].value}" for f in chosen)
+                              + "); choose one with --func")
+    entry = chosen[0]
+    if not any(o.name.startswith("linalg.") for o in _walk(entry.operation)):
+        raise KernelError(f"@{entry.attributes['sym_name'].value} has no linalg op: rcompiler tunes functions "
+                          "built from Linalg ops (linalg.matmul, batch_matmul, conv_2d_*, generic, ...)")
+    _drop_other_functions(module, entry)
+    return entry
+
+
+def _drop_other_functions(module, entry) -> None:
+    """Remove the functions `entry` does not call, directly or through others."""
+    from mlir import ir
+
+    funcs = {op.attributes["sym_name"].value: op for op in module.body.operations if op.operation.name == "func.func"}
+    keep, todo = set(), [entry.attributes["sym_name"].value]
+    while todo:
+        name = todo.pop()
+        if name in keep or name not in funcs:
+            continue
+        keep.add(name)
+        todo += [ir.FlatSymbolRefAttr(o.attributes["callee"]).value for o in _walk(funcs[name].operation)
+                 if o.name == "func.call"]
+    for name, op in funcs.items():
+        if name not in keep:
+            op.operation.erase()
 
 
 def _check_body(func, fname):

@@ -5,7 +5,7 @@
     fn = rcompiler.compile("matmul", result.best_schedule, shape=(512, 512, 512))
     C = fn(A, B)
 """
-from .api import apply_best, compile, tune  # noqa: A004
+from .api import apply_best, compile, import_onnx, tune  # noqa: A004
 
 __version__ = "0.1.0"
-__all__ = ["tune", "compile", "apply_best"]
+__all__ = ["tune", "compile", "apply_best", "import_onnx"]

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rcompiler.kernels import KERNELS, Kernel, get_kernel, kernel_from_file, kernel_from_mlir
+from rcompiler.kernels import KERNELS, Kernel, get_kernel, kernel_from_mlir
 from rcompiler.transforms import Schedule
 
 
@@ -17,8 +17,8 @@ def as_kernel(module_or_kernel, shape: Sequence[int] | str | None = None) -> Ker
         return x
     if isinstance(x, str) and x in KERNELS:
         return get_kernel(x, shape)
-    if isinstance(x, Path) or (isinstance(x, str) and x.endswith(".mlir") and "\n" not in x):
-        return kernel_from_file(x)
+    if isinstance(x, Path) or (isinstance(x, str) and x.endswith((".mlir", ".onnx")) and "\n" not in x):
+        return kernel_from_mlir(_read(Path(x)), name=Path(x).stem)
     if isinstance(x, str):
         return kernel_from_mlir(x)
     if hasattr(x, "operation"):  # an mlir.ir.Module
@@ -26,42 +26,81 @@ def as_kernel(module_or_kernel, shape: Sequence[int] | str | None = None) -> Ker
     raise TypeError(f"cannot make a kernel from {type(x).__name__}")
 
 
+def _read(path: Path) -> str:
+    from rcompiler.cli_common import read_module
+
+    return read_module(path)
+
+
+def import_onnx(path: str | Path) -> str:
+    """Linalg-on-tensors MLIR text for an ONNX model (needs the onnx extra)."""
+    from rcompiler.onnx_import import import_onnx as run_import
+
+    return run_import(path)
+
+
+def as_program(module, func: str | None = None):
+    """A module of several tasks (a built-in model block, MLIR text, a .mlir path or an
+    mlir.ir.Module whose entry function splits into tasks), else None."""
+    from rcompiler.kernels.models import MODELS
+    from rcompiler.kernels.module import load_program
+
+    if isinstance(module, str) and module in MODELS:
+        return load_program(MODELS[module].build(), name=module)
+    if isinstance(module, Kernel) or (isinstance(module, str) and module in KERNELS):
+        return None
+    if isinstance(module, Path) or (isinstance(module, str) and module.endswith((".mlir", ".onnx"))
+                                    and "\n" not in module):
+        program = load_program(_read(Path(module)), func, name=Path(module).stem)
+    elif isinstance(module, str) or hasattr(module, "operation"):
+        program = load_program(str(module), func)
+    else:
+        return None
+    return program if len(program.tasks) > 1 else None
+
+
 def tune(module_or_kernel, budget: int = 32, strategy: str = "mcts", proposer: str = "heuristic", *,
-         shape=None, seed: int = 0, threads: int = 1, db: str | Path = "runs/tuning.db",
+         shape=None, func: str | None = None, seed: int = 0, threads: int = 1, db: str | Path = "runs/tuning.db",
          out: str | Path | None = None, time_budget: float | None = None, min_time: float = 0.2,
          llm: dict | None = None):
-    """Tune a kernel; returns a TuneResult (best schedule, its script, times, history).
+    """Tune a kernel, or a whole module task by task.
 
-    With `out`, also writes best.mlir, report.json and a plot there."""
+    A kernel gives a TuneResult (best schedule, its script, times, history); a module whose
+    entry function splits into several tasks (or a built-in model block) gives a
+    ModuleResult (per-task results, the composed program's script, end-to-end times).
+    With `out`, also writes best.mlir, report.json and a plot there (and payload.mlir
+    for a module)."""
     from rcompiler import report
     from rcompiler.db import Database
     from rcompiler.lifetime import interruptible
     from rcompiler.measure import Limits
+    from rcompiler.search.module_tuner import ModuleTuner
     from rcompiler.search.tuner import TuneConfig, Tuner
 
-    kernel = as_kernel(module_or_kernel, shape)
+    program = as_program(module_or_kernel, func) if shape is None else None
     config = TuneConfig(strategy, proposer, budget, seed, threads, time_budget,
                         limits=Limits(min_time=min_time), llm=llm or {})
     database = Database(db)
     try:
         with interruptible():  # Ctrl-C ends the run with what it measured (result.stopped says so)
-            result = Tuner(kernel, config, database).run()
+            if program is not None:
+                result = ModuleTuner(program, config, database).run()
+            else:
+                result = Tuner(as_kernel(module_or_kernel, shape), config, database).run()
     finally:
         database.close()
     if out is not None:
-        report.write(result, out)
+        (report.write_module if program is not None else report.write)(result, out)
     return result
 
 
 class CompiledKernel:
-    """A payload compiled under a schedule: call it with the input arrays, get the outputs."""
+    """A payload compiled under a script: call it with the input arrays, get the outputs."""
 
-    def __init__(self, kernel: Kernel, schedule: Schedule | None, threads: int = 1):
+    def __init__(self, kernel: Kernel, script: str | None, threads: int = 1, schedule: Schedule | None = None):
         from rcompiler.jit import JitFunction
         from rcompiler.measure.builder import build
-        from rcompiler.transforms import render
 
-        script = render(schedule, kernel).text if schedule is not None and schedule.steps else None
         built = build(kernel.payload, script, threads)
         if built.llvm_ir is None:
             raise RuntimeError(f"compilation failed ({built.status.value}): {built.reason}")
@@ -86,12 +125,19 @@ class CompiledKernel:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
-def compile(module_or_kernel, schedule: Schedule | list | None = None, *, shape=None,  # noqa: A001
-            threads: int = 1) -> CompiledKernel:
-    """Compile in this process (use schedules that tuning verified)."""
+def compile(module_or_kernel, schedule=None, *, shape=None, threads: int = 1) -> CompiledKernel:  # noqa: A001
+    """Compile in this process (use what tuning verified): a kernel under a Schedule (or its
+    JSON), or a module under its ModuleResult (the whole program, NumPy in, NumPy out)."""
+    from rcompiler.search.module_tuner import ModuleResult
+    from rcompiler.transforms import render
+
+    if isinstance(schedule, ModuleResult):
+        return CompiledKernel(schedule.program.kernel, schedule.best_script, threads)
     if isinstance(schedule, list):
         schedule = Schedule.from_json(schedule)
-    return CompiledKernel(as_kernel(module_or_kernel, shape), schedule, threads)
+    kernel = as_kernel(module_or_kernel, shape)
+    script = render(schedule, kernel).text if schedule is not None and schedule.steps else None
+    return CompiledKernel(kernel, script, threads, schedule)
 
 
 def apply_best(module_or_kernel, db: str | Path = "runs/tuning.db", *, shape=None) -> Schedule | None:

@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from rcompiler.cli_common import add_kernel_arguments, fail, kernel_from_args
+from rcompiler.cli_common import add_kernel_arguments, add_model_argument, fail, kernel_from_args, program_from_args
 from rcompiler.kernels import KernelError
 
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rcompiler.tune", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_arguments(p)
+    add_model_argument(p)
     p.add_argument("--strategy", choices=STRATEGIES, default="mcts")
     p.add_argument("--proposer", choices=PROPOSERS, default="heuristic", help="who proposes MCTS children")
     p.add_argument("--budget", type=int, default=32, help="measured samples (default 32)")
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        kernel = kernel_from_args(args)
+        program = program_from_args(args)
+        kernel = program.original if program else kernel_from_args(args)
     except KernelError as err:
         fail(str(err))
     if args.budget < 1:
@@ -68,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(err))
     out = Path(args.out or Path("runs") / _slug(kernel.label) / f"{args.strategy}-{args.proposer}-s{args.seed}")
     if args.apply_best:
+        if program is not None:
+            fail("--apply-best takes a single kernel; a module's best program is its run's best.mlir and payload.mlir")
         return _apply_best(kernel, db, out)
+    if program is not None:
+        return _tune_module(args, program, db, out)
     return _tune(args, kernel, db, out)
 
 
@@ -77,15 +83,9 @@ def _tune(args, kernel, db, out: Path) -> int:
 
     from rcompiler import report
     from rcompiler.lifetime import interruptible
-    from rcompiler.measure import Limits
-    from rcompiler.search.tuner import TuneConfig, Tuner
+    from rcompiler.search.tuner import Tuner
 
-    llm = {"model": args.llm_model, "base_url": args.llm_base_url, "max_calls": args.llm_budget,
-           "max_tokens_total": args.llm_token_budget, "timeout": args.llm_timeout,
-           "temperature": args.llm_temperature, "response_format": args.llm_format}
-    config = TuneConfig(args.strategy, args.proposer, args.budget, args.seed, args.threads, args.time_budget,
-                        args.exploration, args.children,
-                        Limits(args.compile_timeout, args.run_timeout, args.min_time), llm)
+    config = _config(args)
     bar = tqdm(total=args.budget, disable=args.quiet, unit="sample", desc=kernel.label, dynamic_ncols=True)
 
     def progress(sample, tuner):
@@ -120,6 +120,59 @@ def _tune(args, kernel, db, out: Path) -> int:
     first_text = (f"{result.gflops(first.seconds):.1f} GFLOP/s" if first.seconds else first.status)
     print(f"{kernel.label}: best {result.gflops(best.seconds):.1f} GFLOP/s, {best.speedup:.1f}x over naive"
           f"{vs_numpy}, sample {best.seq + 1} of {len(result.samples)} (first guess {first_text}): {best.schedule}")
+    if not args.quiet:
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return tuner.interrupt.exit_code if tuner.interrupt else 0
+
+
+def _config(args):
+    from rcompiler.measure import Limits
+    from rcompiler.search.tuner import TuneConfig
+
+    llm = {"model": args.llm_model, "base_url": args.llm_base_url, "max_calls": args.llm_budget,
+           "max_tokens_total": args.llm_token_budget, "timeout": args.llm_timeout,
+           "temperature": args.llm_temperature, "response_format": args.llm_format}
+    return TuneConfig(args.strategy, args.proposer, args.budget, args.seed, args.threads, args.time_budget,
+                      args.exploration, args.children, Limits(args.compile_timeout, args.run_timeout, args.min_time),
+                      llm)
+
+
+def _tune_module(args, program, db, out: Path) -> int:
+    """Tune every task of a module, then verify and time the composed program end to end."""
+    from tqdm import tqdm
+
+    from rcompiler import report
+    from rcompiler.lifetime import interruptible
+    from rcompiler.search.module_tuner import ModuleTuner
+
+    distinct = len(program.distinct())
+    bar = tqdm(total=args.budget, disable=args.quiet, unit="sample", dynamic_ncols=True,
+               desc=f"{program.name}: {distinct} tasks")
+
+    def progress(sample, tuner):
+        bar.update(1)
+        bar.set_description_str(f"{program.name}: {tuner.kernel.label}")
+
+    with interruptible():
+        try:
+            tuner = ModuleTuner(program, _config(args), db, on_sample=progress)
+            result = tuner.run()
+        except (ValueError, RuntimeError) as err:
+            fail(str(err), code=1)
+        finally:
+            bar.close()
+        paths = report.write_module(result, out)
+    naive = [t for t in program.tasks if t.kernel is None]
+    notes = f"; {len(naive)} group(s) left naive" if naive else ""
+    if result.stopped:
+        print(f"{program.name}: {result.stopped}; measurements are kept in {args.db}"
+              + ("; the same command resumes" if tuner.interrupt else ""), file=sys.stderr)
+    if result.best_seconds is None:
+        print(f"{program.name}: no verified program in {result.samples} samples{notes}; see {paths['report']}")
+        return tuner.interrupt.exit_code if tuner.interrupt else 1
+    print(f"{program.name}: {result.gflops(result.best_seconds):.1f} GFLOP/s end to end, {result.speedup:.1f}x "
+          f"over naive, {len(program.tunable)} tasks ({distinct} distinct, {len(result.parts)} scheduled){notes}, "
+          f"{result.samples} samples")
     if not args.quiet:
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return tuner.interrupt.exit_code if tuner.interrupt else 0

@@ -107,3 +107,75 @@ def write(result: TuneResult, out_dir: str | Path) -> dict[str, Path]:
     label = result.config.strategy + (f"+{result.config.proposer}" if result.config.strategy == "mcts" else "")
     plot_best_so_far({label: data["best_so_far"]}, paths["plot"], result.kernel.label)
     return paths
+
+
+# -- module runs ---------------------------------------------------------------------
+def module_summary(result) -> dict:
+    """report.json of a module run: end to end, then one row per distinct task."""
+    p, gf = result.program, result.gflops
+    naive_total, best_total = result.naive_seconds, result.best_seconds
+    tasks = []
+    for o in result.tasks:
+        r, best = o.result, o.best
+        in_program = o.task.key in result.parts
+        tasks.append({
+            "functions": o.instances, "ops": list(o.task.ops), "label": o.task.kernel.label,
+            "loops": list(o.task.kernel.structure[o.task.kernel.main_index].sizes), "flops": o.task.kernel.flops,
+            "weight": o.weight, "samples": len(r.samples) if r else 0,
+            "naive_seconds": r.naive_seconds if r else None, "best_seconds": best.seconds if best else None,
+            "speedup": best.speedup if best else None,
+            "share_before": _share(o.weight, r.naive_seconds if r else None, naive_total),
+            "share_after": _share(o.weight, best.seconds if best and in_program else (r.naive_seconds if r else None),
+                                  best_total),
+            "best_schedule": best.schedule.to_json() if best else None,
+            "best_schedule_text": str(best.schedule) if best else None,
+            "first_guess": _first_guess(r) if r else None,
+            "status": ("in the program" if in_program else f"left naive: {result.dropped[o.task.key]}"
+                       if o.task.key in result.dropped else "no verified schedule"),
+            "stopped": r.stopped if r else None,
+            "samples_detail": [{"seq": s.seq, "status": s.status, "seconds": s.seconds, "speedup": s.speedup,
+                                "hash": s.key, "parent": s.parent, "proposer": s.proposer, "rationale": s.rationale,
+                                "reason": s.reason, "schedule": s.schedule.to_json(), "reused": s.reused}
+                               for s in (r.samples if r else [])],
+        })
+    return {
+        "module": p.name, "function": p.kernel.func_name, "flops": p.kernel.flops,
+        "module_fingerprint": p.original.fingerprint, "hardware": result.hardware.to_dict(),
+        "strategy": result.config.strategy,
+        "proposer": result.config.proposer if result.config.strategy == "mcts" else None,
+        "budget": result.config.budget, "seed": result.config.seed, "threads": result.config.threads,
+        "samples_done": result.samples,
+        "samples_measured_now": sum(not s.reused for o in result.tasks if o.result for s in o.result.samples),
+        "stopped": result.stopped, "naive_seconds": naive_total, "naive_gflops": gf(naive_total),
+        "best_seconds": best_total, "best_gflops": gf(best_total), "best_speedup": result.speedup,
+        "tasks": tasks,
+        "naive_tasks": [{"function": t.name, "ops": list(t.ops), "reason": t.reason}
+                        for t in p.tasks if t.kernel is None],
+        "naive_ops": list(p.naive_ops), "wall_seconds": result.wall_seconds,
+    }
+
+
+def _share(weight: int, seconds: float | None, total: float | None) -> float | None:
+    return weight * seconds / total if seconds and total else None
+
+
+def write_module(result, out_dir: str | Path) -> dict[str, Path]:
+    """best.mlir (the module script), payload.mlir (the outlined module it applies to: upstream
+    `mlir-opt payload.mlir --transform-preload-library=transform-library-paths=best.mlir
+    --transform-interpreter` reproduces the program), report.json and a plot per task."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = module_summary(result)
+    paths = {"report": out / "report.json", "payload": out / "payload.mlir", "plot": out / "best_so_far.png"}
+    paths["report"].write_text(json.dumps(data, indent=2))
+    paths["payload"].write_text(result.program.kernel.payload)
+    if result.best_script:
+        paths["best"] = out / "best.mlir"
+        paths["best"].write_text(f"// {result.program.name}: {data['best_gflops']:.1f} GFLOP/s end to end, "
+                                 f"{data['best_speedup']:.1f}x over naive; applies to payload.mlir\n"
+                                 + result.best_script)
+    series = {f"{o.task.kernel.label} x{o.weight}": o.result.best_so_far() for o in result.tasks
+              if o.result and o.result.samples}
+    if series:
+        plot_best_so_far(series, paths["plot"], f"{result.program.name}: tasks")
+    return paths

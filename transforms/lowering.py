@@ -1,7 +1,7 @@
 """Applying a transform script to a payload and lowering the result to the LLVM dialect.
 
 One documented pipeline, used after every script (and alone for the naive baseline):
-bufferize what is still on tensors, clean up, lower vector/linalg/scf/memref to
+bufferize what is still on tensors, free what is allocated, clean up, lower vector/linalg/scf/memref to
 LLVM. `convert-ub-to-llvm` is required: the vectorizer leaves `ub.poison`.
 Multi-threaded schedules (scf.forall) go through MLIR's async runtime.
 """
@@ -10,6 +10,10 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 BUFFERIZE = "one-shot-bufferize{bufferize-function-boundaries=false}"
+# Buffers allocated inside a call (a task's results, temporaries) are freed: a kernel is
+# called thousands of times while it is timed.
+DEALLOCATE = ("ownership-based-buffer-deallocation,canonicalize,buffer-deallocation-simplification,"
+              "bufferization-lower-deallocations")
 CLEANUP = "canonicalize,cse,fold-memref-alias-ops,expand-strided-metadata,canonicalize"
 PARALLEL = ("scf-forall-to-parallel,async-parallel-for{{async-dispatch=false num-workers={threads} min-task-size=1}},"
             "async-to-async-runtime,async-runtime-ref-counting,async-runtime-ref-counting-opt,convert-async-to-llvm")
@@ -20,7 +24,7 @@ TO_LLVM = ("convert-vector-to-scf{full-unroll=true},convert-linalg-to-loops,lowe
 
 def lowering_pipeline(threads: int = 1) -> str:
     """The pass pipeline from a transformed payload to the LLVM dialect."""
-    stages = [BUFFERIZE, CLEANUP]
+    stages = [BUFFERIZE, "inline,symbol-dce", DEALLOCATE, CLEANUP]
     if threads > 1:
         stages.append(PARALLEL.format(threads=threads))
     else:

@@ -60,6 +60,14 @@ class _Writer:
         self.lines.append("    " + line)
         self.owners.append(self.owner)
 
+    def script(self) -> Script:
+        """The lines written so far as `@__transform_main`."""
+        header = ["module attributes {transform.with_named_sequence} {",
+                  f"  transform.named_sequence @__transform_main(%root: {ANY} {{transform.consumed}}) {{"]
+        footer = ["    transform.yield", "  }", "}"]
+        text = "\n".join(header + self.lines + footer) + "\n"
+        return Script(text, ("setup",) * len(header) + tuple(self.owners) + ("cleanup",) * len(footer))
+
 
 def _results(n: int) -> str:
     return ", ".join([ANY] * n)
@@ -86,22 +94,68 @@ def _tile_for(w: _Writer, handle: str, sizes, interchange=None) -> tuple[str, li
 
 def render(schedule: Schedule, kernel: Kernel) -> Script:
     """The transform script for `schedule` on `kernel` (raises ScheduleError if illegal)."""
-    p = plan(schedule, kernel)
     w = _Writer()
+    func = w.fresh("func")
+    w(f"{func} = transform.structured.match ops{{[\"func.func\"]}} in %root : ({ANY}) -> {ANY}")
+    finish = render_scoped(w, schedule, kernel, "%root", func)
+    w.owner = "bufferize"
+    w(f"%bufferized = transform.bufferization.one_shot_bufferize %root : ({ANY}) -> {ANY}")
+    bfunc = w.fresh("bfunc")
+    w(f"{bfunc} = transform.structured.match ops{{[\"func.func\"]}} in %bufferized : ({ANY}) -> {ANY}")
+    finish(bfunc)
+    return w.script()
+
+
+def render_module(parts: list[tuple[str, Schedule, Kernel]]) -> Script:
+    """One script for a module of outlined tasks: each (function name, schedule, task kernel)
+    applies to the ops of its own function; one bufferization (across function boundaries)
+    for the whole module; functions without a part lower naively."""
+    w = _Writer()
+    finishers = []
+    for name, schedule, kernel in parts:
+        w.owner = f"setup ({name})"
+        func = w.fresh("task")
+        w(f"{func} = transform.structured.match ops{{[\"func.func\"]}} attributes {{sym_name = \"{name}\"}} "
+          f"in %root : ({ANY}) -> {ANY}")
+        before = len(w.owners)
+        finish = render_scoped(w, schedule, kernel, func, func)
+        w.owners[before:] = [f"{name}: {o}" for o in w.owners[before:]]
+        finishers.append((name, finish))
+    w.owner = "bufferize"
+    w(f"%bufferized = transform.bufferization.one_shot_bufferize layout{{IdentityLayoutMap}} %root "
+      f"{{bufferize_function_boundaries = true}} : ({ANY}) -> {ANY}")
+    for name, finish in finishers:
+        bfunc = w.fresh("btask")
+        w.owner = f"{name}: bufferize"
+        w(f"{bfunc} = transform.structured.match ops{{[\"func.func\"]}} attributes {{sym_name = \"{name}\"}} "
+          f"in %bufferized : ({ANY}) -> {ANY}")
+        before = len(w.owners)
+        finish(bfunc)
+        w.owners[before:] = [f"{name}: {o}" for o in w.owners[before:]]
+    return w.script()
+
+
+def render_scoped(w: "_Writer", schedule: Schedule, kernel: Kernel, scope: str, func: str):
+    """Write the tensor-level part of `schedule` for the kernel's ops inside `scope` (a handle
+    to the payload module or to one function; `func` is the function handle). Returns what
+    writes the part after bufferization, given the bufferized function's handle."""
+    p = plan(schedule, kernel)
     ops = kernel.structure
-    handles = [f"%op{i}" for i in range(len(ops))]
-    w(f"%linalg = transform.structured.match interface{{LinalgOp}} in %root : ({ANY}) -> {ANY}")
+    linalg = w.fresh("linalg")
+    w.owner = "setup"
+    w(f"{linalg} = transform.structured.match interface{{LinalgOp}} in {scope} : ({ANY}) -> {ANY}")
     if len(ops) > 1:
-        w(f"{', '.join(handles)} = transform.split_handle %linalg : ({ANY}) -> ({_results(len(ops))})")
+        handles = [w.fresh("op") for _ in ops]
+        w(f"{', '.join(handles)} = transform.split_handle {linalg} : ({ANY}) -> ({_results(len(ops))})")
     else:
-        handles = ["%linalg"]
+        handles = [linalg]
     main = handles[p.main_index]
     aux = [(h, len(o.sizes)) for i, (h, o) in enumerate(zip(handles, ops)) if i != p.main_index]
     fuse = schedule.has("fuse")
     if not fuse:
         _tile_rows(w, aux)
 
-    main = _layout(w, schedule, kernel, p, main)
+    main = _layout(w, schedule, kernel, p, main, scope, func)
     if p.parallel_sizes is not None:
         w.owner = _label(schedule, "parallel")
         forall = w.fresh("forall")
@@ -114,7 +168,7 @@ def render(schedule: Schedule, kernel: Kernel) -> Script:
     for depth, (tile, level) in enumerate(zip(schedule.tiles, p.levels)):
         w.owner = _label(schedule, "tile", depth)
         if depth == 0 and fuse:
-            main, loops = _fuse(w, schedule, kernel, p, handles[-1], tile, level)
+            main, loops = _fuse(w, schedule, kernel, p, handles[-1], tile, level, scope)
         else:
             main, loops = _tile_for(w, main, tile.sizes, tile.interchange)
 
@@ -135,16 +189,11 @@ def render(schedule: Schedule, kernel: Kernel) -> Script:
         w.owner = _label(schedule, "decompose")
         if unroll is not None or schedule.has("peel"):  # the main handle now misses the copies
             main = w.fresh("convs")
-            w(f"{main} = transform.structured.match ops{{[\"{p.main_op}\"]}} in %root : ({ANY}) -> {ANY}")
+            w(f"{main} = transform.structured.match ops{{[\"{p.main_op}\"]}} in {scope} : ({ANY}) -> {ANY}")
         w(f"{w.fresh('conv1d')} = transform.structured.decompose {main} : ({ANY}) -> {ANY}")
 
-    _vectorize_and_bufferize(w, schedule)
-    header = ["module attributes {transform.with_named_sequence} {",
-              f"  transform.named_sequence @__transform_main(%root: {ANY} {{transform.consumed}}) {{"]
-    footer = ["    transform.yield", "  }", "}"]
-    text = "\n".join(header + w.lines + footer) + "\n"
-    owners = ("setup",) * len(header) + tuple(w.owners) + ("cleanup",) * len(footer)
-    return Script(text, owners)
+    _vectorize(w, schedule, func)
+    return lambda bfunc: _after_bufferize(w, schedule, bfunc)
 
 
 def _label(schedule: Schedule, name: str, nth: int = 0) -> str:
@@ -165,7 +214,7 @@ def _tile_rows(w: _Writer, aux: list[tuple[str, int]]) -> None:
             _tile_for(w, handle, [1] * (rank - 1) + [0])
 
 
-def _layout(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str) -> str:
+def _layout(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str, scope: str, func: str) -> str:
     dtype = DTYPES.get(kernel.args[0].dtype, "f32")
     pad = schedule.get("pad")
     if pad is not None:
@@ -192,12 +241,10 @@ def _layout(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str) 
         # would otherwise chase forever after bufferization.
         batch = len(p.nest.extents) - 6
         packs, unpacks = w.fresh("packs"), w.fresh("unpacks")
-        w(f"{packs} = transform.structured.match ops{{[\"linalg.pack\"]}} in %root : ({ANY}) -> {ANY}")
+        w(f"{packs} = transform.structured.match ops{{[\"linalg.pack\"]}} in {scope} : ({ANY}) -> {ANY}")
         _tile_for(w, packs, [1] * (batch + 2))
-        w(f"{unpacks} = transform.structured.match ops{{[\"linalg.unpack\"]}} in %root : ({ANY}) -> {ANY}")
+        w(f"{unpacks} = transform.structured.match ops{{[\"linalg.unpack\"]}} in {scope} : ({ANY}) -> {ANY}")
         _tile_for(w, unpacks, [1] * batch + [pack.sizes[0], pack.sizes[1]])
-        func = w.fresh("func")
-        w(f"{func} = transform.structured.match ops{{[\"func.func\"]}} in %root : ({ANY}) -> {ANY}")
         w(f"transform.apply_patterns to {func} {{")
         w("  transform.apply_patterns.linalg.decompose_pack_unpack")
         w(f"}} : {ANY}")
@@ -213,7 +260,7 @@ def _layout(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str) 
     return main
 
 
-def _fuse(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, last: str, tile, level):
+def _fuse(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, last: str, tile, level, scope: str):
     """First tile level with the fill and consumers fused; returns the main op inside."""
     last_op = kernel.structure[-1]
     if len(kernel.structure) - 1 == p.main_index:
@@ -228,44 +275,50 @@ def _fuse(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, last: str, ti
     w(f"{lhs} = transform.structured.fuse {last} tile_sizes {sizes} interchange {order} : "
       f"({ANY}) -> ({_results(len(loops) + 1)})")
     main = w.fresh("main")
-    w(f"{main} = transform.structured.match ops{{[\"{p.main_op}\"]}} in %root : ({ANY}) -> {ANY}")
+    w(f"{main} = transform.structured.match ops{{[\"{p.main_op}\"]}} in {scope} : ({ANY}) -> {ANY}")
     return main, loops
 
 
-def _vectorize_and_bufferize(w: _Writer, schedule: Schedule) -> None:
+def _vectorize(w: _Writer, schedule: Schedule, func: str) -> None:
+    """Vectorize the function's static ops and keep accumulators in registers (on tensors)."""
     vectorize, hoist = schedule.has("vectorize"), schedule.has("hoist")
-    strategy = schedule.get("contraction").strategy if schedule.has("contraction") else "outerproduct"
     w.owner = _label(schedule, "vectorize") if vectorize else "cleanup"
-    w(f"%func = transform.structured.match ops{{[\"func.func\"]}} in %root : ({ANY}) -> {ANY}")
-    w("transform.apply_patterns to %func {")
+    w(f"transform.apply_patterns to {func} {{")
     w("  transform.apply_patterns.canonicalization")
     w("  transform.apply_patterns.scf.for_loop_canonicalization")
     w(f"}} : {ANY}")
-    if vectorize:
-        w(f"%vfunc = transform.structured.vectorize_children_and_apply_patterns %func : ({ANY}) -> {ANY}")
-        w("transform.apply_patterns to %vfunc {")
-        w("  transform.apply_patterns.canonicalization")
-        w("  transform.apply_patterns.tensor.fold_tensor_subset_ops_into_vector_transfers")
-        w(f"}} : {ANY}")
-        w(f"transform.apply_cse to %vfunc : {ANY}")
-        if hoist:  # on tensors first: works through scf.forall and padded operands
-            w.owner = _label(schedule, "hoist")
-            w(f"%tloops = transform.structured.match ops{{[\"scf.for\"]}} in %vfunc : ({ANY}) -> {ANY}")
-            w(f"transform.apply_licm to %tloops : {ANY}")
-            w(f"transform.foreach %tloops : {ANY} {{")
-            w(f"^bb0(%loop: {ANY}):")
-            w(f"  transform.loop.hoist_loop_invariant_subsets %loop : {ANY}")
-            w("}")
-    w.owner = "bufferize"
-    w(f"%bufferized = transform.bufferization.one_shot_bufferize %root : ({ANY}) -> {ANY}")
-    w(f"%bfunc = transform.structured.match ops{{[\"func.func\"]}} in %bufferized : ({ANY}) -> {ANY}")
     if not vectorize:
-        w("transform.apply_patterns to %bfunc {")
+        return
+    vfunc = w.fresh("vfunc")
+    w(f"{vfunc} = transform.structured.vectorize_children_and_apply_patterns {func} : ({ANY}) -> {ANY}")
+    w(f"transform.apply_patterns to {vfunc} {{")
+    w("  transform.apply_patterns.canonicalization")
+    w("  transform.apply_patterns.tensor.fold_tensor_subset_ops_into_vector_transfers")
+    w(f"}} : {ANY}")
+    w(f"transform.apply_cse to {vfunc} : {ANY}")
+    if hoist:  # on tensors first: works through scf.forall and padded operands
+        w.owner = _label(schedule, "hoist")
+        tloops, loop = w.fresh("tloops"), w.fresh("loop")
+        w(f"{tloops} = transform.structured.match ops{{[\"scf.for\"]}} in {vfunc} : ({ANY}) -> {ANY}")
+        w(f"transform.apply_licm to {tloops} : {ANY}")
+        w(f"transform.foreach {tloops} : {ANY} {{")
+        w(f"^bb0({loop}: {ANY}):")
+        w(f"  transform.loop.hoist_loop_invariant_subsets {loop} : {ANY}")
+        w("}")
+
+
+def _after_bufferize(w: _Writer, schedule: Schedule, bfunc: str) -> None:
+    """On buffers: fold aliases, hoist redundant transfers, lower contractions and transfers."""
+    vectorize, hoist = schedule.has("vectorize"), schedule.has("hoist")
+    strategy = schedule.get("contraction").strategy if schedule.has("contraction") else "outerproduct"
+    w.owner = "bufferize"
+    if not vectorize:
+        w(f"transform.apply_patterns to {bfunc} {{")
         w("  transform.apply_patterns.canonicalization")
         w(f"}} : {ANY}")
         return
     w.owner = "lower vectors"
-    w("transform.apply_patterns to %bfunc {")
+    w(f"transform.apply_patterns to {bfunc} {{")
     if schedule.has("pack"):
         # Packed tiles carry unit dims (1x1x8x32, k inner of 1) that make the contraction
         # lowerings scalarise; without them it is an outer product of vectors (10x faster).
@@ -275,17 +328,19 @@ def _vectorize_and_bufferize(w: _Writer, schedule: Schedule) -> None:
     w("  transform.apply_patterns.memref.fold_memref_alias_ops")
     w("  transform.apply_patterns.canonicalization")
     w(f"}} : {ANY}")
-    w(f"transform.apply_cse to %bfunc : {ANY}")
-    final = "%bfunc"
+    w(f"transform.apply_cse to {bfunc} : {ANY}")
+    final = bfunc
     if hoist:
         w.owner = _label(schedule, "hoist")
-        w(f"%hoisted = transform.structured.hoist_redundant_vector_transfers %bfunc : ({ANY}) -> {ANY}")
-        final = "%hoisted"
+        final = w.fresh("hoisted")
+        w(f"{final} = transform.structured.hoist_redundant_vector_transfers {bfunc} : ({ANY}) -> {ANY}")
     w.owner = _label(schedule, "contraction") if schedule.has("contraction") else "lower vectors"
     w(f"transform.apply_patterns to {final} {{")
     w(f"  transform.apply_patterns.vector.lower_contraction lowering_strategy = \"{strategy}\"")
     w("  transform.apply_patterns.vector.transfer_permutation_patterns")
     w("  transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1")
     w("  transform.apply_patterns.vector.lower_outerproduct")
+    # Reductions vectorized along their reduced loop (softmax rows); LLVM has no n-D form.
+    w("  transform.apply_patterns.vector.lower_multi_reduction lowering_strategy = \"innerreduction\"")
     w("  transform.apply_patterns.canonicalization")
     w(f"}} : {ANY}")

@@ -145,8 +145,14 @@ class Tuner:
         self.naive_seconds: float | None = None
         self.best_seconds: float | None = None
         self.limits = config.limits
+        self.numpy_seconds: float | None = None
+        self.numpy_detail: dict = {}
+        self.strategy = None
+        self.stopped: str | None = None  # why the run ends before its budget
+        self.exhausted = False  # the strategy has nothing new to propose
         self.interrupt: Interrupted | None = None
         self.error: DatabaseError | None = None
+        self._started = time.monotonic()
 
     @property
     def measurer(self) -> Measurer:
@@ -180,46 +186,62 @@ class Tuner:
     def run(self) -> TuneResult:
         """Tune to the budget. An interrupt (SIGINT, SIGTERM) ends the run early with what it has;
         so does a run whose first candidates all exceed their time limits."""
-        start = time.monotonic()
-        cfg = self.config
-        strategy, stopped = None, None
-        numpy_seconds, numpy_detail = None, {}
         try:
-            self.naive_seconds, naive = self.baseline("naive")
-            numpy_seconds, numpy_detail = self.baseline("numpy")
-            self.limits = cfg.limits.fitted(naive.get("build_seconds"), naive.get("run_seconds"))
-            if self._measurer is not None:
-                self._measurer.limits = self.limits
-            strategy = make_strategy(self.kernel, self.hardware, cfg, self.db)
-            stuck = 0
-            while len(self.samples) < cfg.budget and stopped is None:
-                if cfg.time_budget is not None and time.monotonic() - start > cfg.time_budget:
-                    break
-                proposals = [p for p in strategy.ask() if p.schedule.key not in {s.key for s in self.samples}]
-                if not proposals:
-                    stuck += 1
-                    if stuck >= 3:
-                        break
-                    continue
-                stuck = 0
-                proposals = proposals[: cfg.budget - len(self.samples)]
-                for proposal, record in zip(proposals, self._evaluate(proposals)):
-                    strategy.tell(proposal, self._evaluated(record))
-                stopped = self._all_timed_out()
+            self.start()
+            self.advance(self.config.budget)
         except Interrupted as interrupt:
-            stopped = f"{interrupt} after {len(self.samples)} samples"
+            self.stopped = f"{interrupt} after {len(self.samples)} samples"
             self.interrupt = interrupt
         except DatabaseError as err:  # what was measured is in the report, and in the database up to here
-            stopped = str(err)
+            self.stopped = str(err)
             self.error = err
-        finally:
-            self.close()
-            closer = getattr(getattr(strategy, "proposer", None), "close", None)
-            if closer is not None:
-                closer()
-        stats = getattr(getattr(strategy, "proposer", None), "stats", {})
-        return TuneResult(self.kernel, self.hardware, cfg, self.naive_seconds, numpy_seconds, numpy_detail,
-                          self.samples, dict(stats), time.monotonic() - start, stopped)
+        return self.finish()
+
+    def start(self) -> None:
+        """Baselines (from the database when known), fitted limits and the strategy."""
+        self._started = time.monotonic()
+        self.naive_seconds, naive = self.baseline("naive")
+        self.numpy_seconds, self.numpy_detail = self.baseline("numpy")
+        self.limits = self.config.limits.fitted(naive.get("build_seconds"), naive.get("run_seconds"))
+        if self._measurer is not None:
+            self._measurer.limits = self.limits
+        self.strategy = make_strategy(self.kernel, self.hardware, self.config, self.db)
+
+    def advance(self, n: int) -> int:
+        """Draw up to `n` more samples (fewer when the search runs dry or stops); how many came."""
+        cfg, before = self.config, len(self.samples)
+        target = min(cfg.budget, before + n)
+        stuck = 0
+        while len(self.samples) < target and self.stopped is None:
+            if cfg.time_budget is not None and time.monotonic() - self._started > cfg.time_budget:
+                break
+            proposals = [p for p in self.strategy.ask() if p.schedule.key not in {s.key for s in self.samples}]
+            if not proposals:
+                stuck += 1
+                if stuck >= 3:
+                    self.exhausted = True
+                    break
+                continue
+            stuck = 0
+            proposals = proposals[: target - len(self.samples)]
+            for proposal, record in zip(proposals, self._evaluate(proposals)):
+                self.strategy.tell(proposal, self._evaluated(record))
+            self.stopped = self._all_timed_out()
+        return len(self.samples) - before
+
+    def finish(self) -> TuneResult:
+        """Stop the workers (and a local LLM server) and sum up."""
+        self.close()
+        proposer = getattr(self.strategy, "proposer", None)
+        if getattr(proposer, "close", None) is not None:
+            proposer.close()
+        return TuneResult(self.kernel, self.hardware, self.config, self.naive_seconds, self.numpy_seconds,
+                          self.numpy_detail, self.samples, dict(getattr(proposer, "stats", {})),
+                          time.monotonic() - self._started, self.stopped)
+
+    def best_schedule_so_far(self) -> Schedule | None:
+        ok = [s for s in self.samples if s.status == "ok" and s.seconds]
+        return min(ok, key=lambda s: (s.seconds, s.key)).schedule if ok else None
 
     def _all_timed_out(self) -> str | None:
         """Why to stop, when the first candidates measured all ran out of time: more of the

@@ -1,0 +1,187 @@
+"""Tune a whole module: each distinct task is its own study, a task scheduler splits the
+budget among them, and the best schedules are composed into one script that is
+verified and timed end to end.
+
+Every task study is an ordinary resumable study (kernel = the task alone), so a
+killed module run replays what its tasks measured and goes on; the composed
+program's measurement is stored too, under the outlined module's fingerprint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from rcompiler.db import Database, DatabaseError
+from rcompiler.hardware import Hardware, detect
+from rcompiler.kernels.module import Program, Task
+from rcompiler.lifetime import Interrupted
+from rcompiler.measure import Candidate, Measurer
+from rcompiler.measure.results import Measurement
+from rcompiler.transforms import Schedule, render_module
+
+from .task_scheduler import TaskScheduler
+from .tuner import SampleRecord, TuneConfig, Tuner, TuneResult
+
+
+@dataclass
+class TaskOutcome:
+    """One distinct task: where it occurs, how it was tuned, what it got."""
+
+    task: Task
+    instances: list[str]  # the outlined functions that share it
+    result: TuneResult | None = None
+
+    @property
+    def weight(self) -> int:
+        return len(self.instances)
+
+    @property
+    def best(self) -> SampleRecord | None:
+        return self.result.best if self.result else None
+
+
+@dataclass
+class ModuleResult:
+    program: Program
+    hardware: Hardware
+    config: TuneConfig
+    tasks: list[TaskOutcome]
+    naive_seconds: float | None = None  # the module as given, lowered naively, end to end
+    best: Measurement | None = None  # the composed program, end to end
+    parts: dict[str, Schedule] = field(default_factory=dict)  # task key -> schedule in the program
+    dropped: dict[str, str] = field(default_factory=dict)  # task key -> why its schedule was left out
+    stopped: str | None = None
+    wall_seconds: float = 0.0
+
+    @property
+    def best_seconds(self) -> float | None:
+        return self.best.seconds if self.best is not None and self.best.ok else None
+
+    @property
+    def speedup(self) -> float | None:
+        return self.naive_seconds / self.best_seconds if self.naive_seconds and self.best_seconds else None
+
+    @property
+    def samples(self) -> int:
+        return sum(len(t.result.samples) for t in self.tasks if t.result)
+
+    def gflops(self, seconds: float | None) -> float | None:
+        return self.program.kernel.flops / seconds / 1e9 if seconds else None
+
+    @property
+    def best_script(self) -> str | None:
+        return compose(self.program, self.parts).text if self.parts else None
+
+
+def compose(program: Program, parts: dict[str, Schedule]):
+    """The module script applying each task's schedule to every function of that task."""
+    return render_module([(t.name, parts[t.key], t.kernel) for t in program.tunable if t.key in parts])
+
+
+def parts_key(parts: dict[str, Schedule]) -> str:
+    return hashlib.sha256(json.dumps(sorted((k, s.key) for k, s in parts.items())).encode()).hexdigest()[:16]
+
+
+class ModuleTuner:
+    def __init__(self, program: Program, config: TuneConfig, db: Database,
+                 on_sample: Callable[[SampleRecord, Tuner], None] | None = None):
+        self.program, self.config, self.db = program, config, db
+        self.hardware = detect()
+        groups: dict[str, TaskOutcome] = {}
+        for task in program.tunable:
+            groups.setdefault(task.key, TaskOutcome(task, [])).instances.append(task.name)
+        self.outcomes = list(groups.values())
+        # Each task is an open-ended study; the module's budget and time budget rule.
+        task_config = replace(config, budget=10**9, time_budget=None)
+        self.tuners = [Tuner(o.task.kernel, task_config, db, on_sample) for o in self.outcomes]
+
+    def run(self) -> ModuleResult:
+        start = time.monotonic()
+        result = ModuleResult(self.program, self.hardware, self.config, self.outcomes)
+        try:
+            self._tune_tasks(start)
+            self._compose_and_measure(result)
+        except Interrupted as interrupt:
+            result.stopped = f"{interrupt} after {sum(len(t.samples) for t in self.tuners)} samples"
+            self.interrupt = interrupt
+        except DatabaseError as err:
+            result.stopped = str(err)
+        finally:
+            for outcome, tuner in zip(self.outcomes, self.tuners):
+                outcome.result = tuner.finish()
+        result.wall_seconds = time.monotonic() - start
+        return result
+
+    interrupt: Interrupted | None = None
+
+    def _tune_tasks(self, start: float) -> None:
+        cfg = self.config
+        for tuner in self.tuners:
+            tuner.start()
+            tuner.close()
+        scheduler = TaskScheduler([o.weight for o in self.outcomes], [t.naive_seconds for t in self.tuners])
+        spent = 0
+        while spent < cfg.budget:
+            if cfg.time_budget is not None and time.monotonic() - start > cfg.time_budget:
+                break
+            i = scheduler.next()
+            if i is None:
+                break
+            tuner = self.tuners[i]
+            got = tuner.advance(min(cfg.children, cfg.budget - spent))
+            tuner.close()  # the next round may be another task's: free the workers
+            spent += got
+            scheduler.tell(i, tuner.best_seconds, done=bool(tuner.stopped or tuner.exhausted or not got))
+
+    def _compose_and_measure(self, result: ModuleResult) -> None:
+        """The best schedule of every task in one script, verified and timed end to end. When
+        the whole fails, tasks are added one at a time, most gain first, keeping what works."""
+        best = {o.task.key: t.best_schedule_so_far() for o, t in zip(self.outcomes, self.tuners)}
+        best = {k: s for k, s in best.items() if s is not None}
+        limits = self.tuners[0].limits if self.tuners else self.config.limits
+        with Measurer(self.program.original, limits) as original:
+            reference = original.reference()
+            result.naive_seconds = self._baseline(original)
+        with Measurer(self.program.kernel, limits) as measurer:
+            measurer._reference = reference
+            measured = self._measure(measurer, best)
+            if not measured.ok and len(best) > 1:
+                gain = {o.task.key: o.weight * ((t.naive_seconds or 0) - (t.best_seconds or 0))
+                        for o, t in zip(self.outcomes, self.tuners)}
+                kept: dict[str, Schedule] = {}
+                for key in sorted(best, key=lambda k: -gain[k]):
+                    trial = self._measure(measurer, kept | {key: best[key]})
+                    if trial.ok:
+                        kept[key], measured = best[key], trial
+                    else:
+                        result.dropped[key] = f"{trial.status.value}: {trial.reason[:200]}"
+                best = kept
+            elif not measured.ok:
+                result.dropped = {k: f"{measured.status.value}: {measured.reason[:200]}" for k in best}
+                best = {}
+        result.parts = best if measured.ok else {}
+        result.best = measured if measured.ok else None
+
+    def _measure(self, measurer: Measurer, parts: dict[str, Schedule]) -> Measurement:
+        kfp, hfp, key = self.program.kernel.fingerprint, self.hardware.fingerprint, parts_key(parts)
+        known = self.db.measurement(kfp, hfp, key)
+        if known is not None:
+            return known
+        script = compose(self.program, parts)
+        m = measurer.measure(Candidate(script.text))
+        m.reason = script.explain(m.reason) if m.reason else ""
+        self.db.record_measurement(kfp, hfp, key, [{"task": k, "schedule": s.to_json()} for k, s in parts.items()], m)
+        return m
+
+    def _baseline(self, original: Measurer) -> float | None:
+        kfp, hfp = self.program.original.fingerprint, self.hardware.fingerprint
+        stored = self.db.baseline(kfp, hfp, "naive")
+        if stored is not None:
+            return stored[0]
+        m = original.measure_naive()
+        seconds = m.seconds if m.ok else None
+        self.db.record_baseline(kfp, hfp, "naive", seconds, {"status": m.status.value, "reason": m.reason})
+        return seconds

@@ -1,0 +1,216 @@
+"""Whole modules, as frontends emit them: split into tasks, each task tuned, the composed
+program verified against the module's own naive lowering and timed end to end."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rcompiler
+from rcompiler.jit import mlir_tool
+from rcompiler.kernels import KernelError, kernel_from_mlir
+from rcompiler.kernels.models import resnet_block
+from rcompiler.kernels.module import load_program
+from rcompiler.search.task_scheduler import TaskScheduler
+
+DATA = Path(__file__).parent / "data"
+MLP, ATTENTION = DATA / "mlp_frontend.mlir", DATA / "attention_frontend.mlir"
+
+
+def tune_cmd(tmp_path, *args, budget=8):
+    return [sys.executable, "-m", "rcompiler.tune", *args, "--budget", str(budget), "--min-time", "0.02",
+            "--db", str(tmp_path / "t.db"), "--out", str(tmp_path / "out"), "--quiet"]
+
+
+def test_a_module_splits_into_tasks_with_their_fills_and_consumers():
+    program = load_program(MLP.read_text())
+    assert [t.ops for t in program.tasks] == [
+        ("linalg.fill", "linalg.matmul", "linalg.generic", "linalg.generic"),  # bias and ReLU fuse
+        ("linalg.fill", "linalg.matmul", "linalg.generic")]
+    assert "call @task_0" in program.kernel.payload and "func.func private @task_1" in program.kernel.payload
+    assert program.kernel.args == program.original.args  # the same entry point as the module given
+    attention = load_program(ATTENTION.read_text())
+    assert attention.weights()[attention.tasks[0].key] == 3  # Q, K, V projections: one task, tuned once
+    ops = [t.ops for t in attention.tasks]
+    assert ("linalg.transpose",) in ops and ("linalg.fill", "linalg.generic", "linalg.generic") in ops
+
+
+def test_the_frontend_mlp_is_tuned_verified_and_reproducible_with_mlir_opt(tmp_path):
+    done = subprocess.run(tune_cmd(tmp_path, str(MLP)), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "GFLOP/s end to end" in done.stdout and "2 tasks (2 distinct, 2 scheduled)" in done.stdout
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    assert report["samples_done"] == 8 and report["best_speedup"] > 1
+    assert [t["status"] for t in report["tasks"]] == ["in the program"] * 2
+    assert sum(t["share_before"] for t in report["tasks"]) <= 1.0 + 1e-6
+    applied = subprocess.run([mlir_tool("mlir-opt"), str(out / "payload.mlir"),
+                              f"--transform-preload-library=transform-library-paths={out / 'best.mlir'}",
+                              "--transform-interpreter"], capture_output=True, text=True)
+    assert applied.returncode == 0, applied.stderr
+    assert "vector<" in applied.stdout and "linalg.matmul" not in applied.stdout
+
+
+def test_the_attention_module_with_softmax_and_a_transpose(tmp_path):
+    result = rcompiler.tune(str(ATTENTION), budget=28, min_time=0.02, db=tmp_path / "t.db")
+    assert result.best is not None and result.best.ok  # verified against the module's naive lowering
+    assert result.speedup > 2
+    labels = [o.task.kernel.label for o in result.tasks]
+    assert any(label.startswith("transpose") for label in labels)
+    assert sum(o.weight for o in result.tasks) == len(result.program.tunable) == 9
+    fn = rcompiler.compile(str(ATTENTION), result)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((128, 256)).astype(np.float32)
+    wq, wk, wv, wo = (0.05 * rng.standard_normal((256, 256))).astype(np.float32)[None].repeat(4, 0)
+    q, k, v = x @ wq, x @ wk, x @ wv
+    s = (q @ k.T) * 0.0625
+    p = np.exp(s - s.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(fn(x, wq, wk, wv, wo), (p @ v) @ wo + x, rtol=1e-4, atol=1e-4)
+
+
+def test_a_resnet_style_block_in_nchw(tmp_path):
+    path = tmp_path / "resnet.mlir"
+    path.write_text(resnet_block(channels=8, size=8))
+    result = rcompiler.tune(str(path), budget=8, min_time=0.02, db=tmp_path / "t.db")
+    assert [o.task.ops[:2] for o in result.tasks] == [("linalg.broadcast", "linalg.conv_2d_nchw_fchw")] * 2
+    assert result.best is not None and result.best.ok and result.speedup > 1
+
+
+TWO_FUNCTIONS = """
+func.func @small(%a: tensor<8x8xf32>, %b: tensor<8x8xf32>) -> tensor<8x8xf32> {
+  %z = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<8x8xf32>
+  %f = linalg.fill ins(%z : f32) outs(%e : tensor<8x8xf32>) -> tensor<8x8xf32>
+  %r = linalg.matmul ins(%a, %b : tensor<8x8xf32>, tensor<8x8xf32>) outs(%f : tensor<8x8xf32>) -> tensor<8x8xf32>
+  return %r : tensor<8x8xf32>
+}
+func.func @big(%a: tensor<64x32xf32>, %b: tensor<32x16xf32>) -> tensor<64x16xf32> {
+  %z = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<64x16xf32>
+  %f = linalg.fill ins(%z : f32) outs(%e : tensor<64x16xf32>) -> tensor<64x16xf32>
+  %r = linalg.matmul ins(%a, %b : tensor<64x32xf32>, tensor<32x16xf32>) outs(%f : tensor<64x16xf32>) -> tensor<64x16xf32>
+  return %r : tensor<64x16xf32>
+}
+"""
+
+
+def test_two_functions_the_chosen_one_gives_sizes_and_flops():
+    with pytest.raises(KernelError, match=r"several public functions with Linalg ops \(@small, @big\); choose one"):
+        kernel_from_mlir(TWO_FUNCTIONS)
+    big = kernel_from_mlir(TWO_FUNCTIONS, "big")
+    assert big.flops == 2 * 64 * 16 * 32 + 64 * 16 * 0 and big.structure[big.main_index].sizes == (64, 16, 32)
+    assert "@small" not in big.payload
+    small = kernel_from_mlir(TWO_FUNCTIONS, "small")
+    assert small.flops == 2 * 8 * 8 * 8 and "@big" not in small.payload
+
+
+UNSCHEDULABLE = """
+#id = affine_map<(d0, d1) -> (d0, d1)>
+func.func @f(%x: tensor<32x32xf32>, %w: tensor<32x32xf32>, %t: tensor<1xf32>) -> (tensor<32x32xf32>, tensor<32x32xf32>) {
+  %z = arith.constant 0.0 : f32
+  %c0 = arith.constant 0 : index
+  %s = tensor.extract %t[%c0] : tensor<1xf32>
+  %e = tensor.empty() : tensor<32x32xf32>
+  %f = linalg.fill ins(%z : f32) outs(%e : tensor<32x32xf32>) -> tensor<32x32xf32>
+  %m = linalg.matmul ins(%x, %w : tensor<32x32xf32>, tensor<32x32xf32>) outs(%f : tensor<32x32xf32>) -> tensor<32x32xf32>
+  %r = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]} ins(%m : tensor<32x32xf32>) outs(%e : tensor<32x32xf32>) {
+  ^bb0(%in: f32, %out: f32):
+    %y = arith.mulf %in, %s : f32
+    linalg.yield %y : f32
+  } -> tensor<32x32xf32>
+  return %m, %r : tensor<32x32xf32>, tensor<32x32xf32>
+}
+"""
+
+
+def test_a_task_that_cannot_be_scheduled_lowers_naively_and_the_rest_is_tuned(tmp_path):
+    program = load_program(UNSCHEDULABLE)
+    scaled = program.tasks[1]
+    assert scaled.kernel is None and "has type f32" in scaled.reason  # a scalar from outside: not a kernel
+    result = rcompiler.tune(UNSCHEDULABLE, budget=4, min_time=0.02, db=tmp_path / "t.db")
+    assert len(result.tasks) == 1 and list(result.parts) == [program.tasks[0].key]
+    assert result.best.ok and result.speedup > 1
+
+
+def test_a_killed_module_run_resumes_with_nothing_measured_twice(tmp_path):
+    db = tmp_path / "t.db"
+    proc = subprocess.Popen(tune_cmd(tmp_path, str(ATTENTION), budget=16), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def measured() -> int:
+        if not db.exists():
+            return 0
+        with sqlite3.connect(db) as c:
+            return c.execute("SELECT count(*) FROM samples").fetchone()[0]
+
+    deadline = time.time() + 300
+    while measured() < 6 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = measured()
+    assert 0 < before < 16
+    done = subprocess.run(tune_cmd(tmp_path, str(ATTENTION), budget=16), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["samples_done"] == 16 and report["samples_measured_now"] == 16 - before
+
+
+def test_the_task_scheduler_warms_every_task_up_then_follows_the_gain():
+    s = TaskScheduler(weights=[1, 3], naive=[1.0, 1.0], warmup=1)
+    assert s.next() == 0
+    s.tell(0, 0.5)
+    assert s.next() == 1  # every task once first
+    s.tell(1, 0.9)
+    # task 0 fell by 0.5 in a round, task 1 by 0.1 but weighs 3: 0.5 + opt vs 3 * (0.1 + opt)
+    assert s.gain(0) < s.gain(1) and s.next() == 1
+    s.tell(1, 0.9, done=True)
+    assert s.next() == 0
+    s.tell(0, None, done=True)
+    assert s.next() is None
+
+
+def _onnx_mlp(path: Path) -> None:
+    """A two-layer MLP as an ONNX graph (MatMul, Add, Relu) with its weights as initializers."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array((0.1 * rng.standard_normal(shape)).astype(np.float32), name)
+               for name, shape in (("w1", (32, 64)), ("b1", (64,)), ("w2", (64, 16)), ("b2", (16,)))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["o"]),
+             helper.make_node("Add", ["o", "b2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 16])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.mark.skipif(not __import__("rcompiler.onnx_import").onnx_import.available(),
+                    reason='needs the onnx extra: pip install -e ".[onnx]"')
+def test_an_onnx_model_is_imported_and_tuned_as_a_module(tmp_path):
+    import onnx.reference
+
+    model = tmp_path / "mlp.onnx"
+    _onnx_mlp(model)
+    text = rcompiler.import_onnx(model)
+    assert "linalg.matmul" in text and "arith.constant dense" in text  # the weights are constants
+    done = subprocess.run(tune_cmd(tmp_path, str(model), budget=8), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "2 tasks (2 distinct, 2 scheduled)" in done.stdout
+    result = rcompiler.tune(str(model), budget=8, min_time=0.02, db=tmp_path / "t.db")
+    x = np.random.default_rng(2).standard_normal((16, 32)).astype(np.float32)
+    expected = onnx.reference.ReferenceEvaluator(str(model)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(rcompiler.compile(str(model), result)(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_an_onnx_model_without_the_extra_or_a_file_is_a_clear_error(tmp_path):
+    done = subprocess.run(tune_cmd(tmp_path, str(tmp_path / "missing.onnx")), capture_output=True, text=True)
+    assert done.returncode == 2 and "missing.onnx: no such file" in done.stderr
