@@ -47,6 +47,7 @@ class Program:
     kernel: Kernel  # the outlined module, behind the same entry point
     tasks: list[Task] = field(default_factory=list)
     naive_ops: tuple[str, ...] = ()  # ops left in the entry function
+    source: str = ""  # the module text as given (what peers such as IREE compile)
 
     @property
     def tunable(self) -> list[Task]:
@@ -89,7 +90,7 @@ def load_program(text: str, func_name: str | None = None, name: str | None = Non
         payload = str(module)
     kernel = Kernel(original.name, original.dims, payload, original.func_name, original.args, original.flops,
                     original.reduction_length, original.ops, reference=None, kind="module")
-    return Program(original.name, original, kernel, tasks, naive_ops)
+    return Program(original.name, original, kernel, tasks, naive_ops, text)
 
 
 # -- partition --------------------------------------------------------------------

@@ -195,3 +195,12 @@ def test_evolution_breeds_from_the_fastest():
     children = evo.ask()
     assert children and all(c.parent_key == initial[2].schedule.key for c in children
                             if c.rationale.startswith("mutation"))
+
+
+def test_heuristic_packs_b_when_it_is_stored_n_by_k():
+    hw = detect()
+    linear = get_kernel("matmul_transpose_b", (128, 512, 512))
+    ideas = [s for _, s in HeuristicProposer().initial(linear, hw, 1)]
+    packed = [s for s in ideas if s.has("pack")]
+    assert packed and ideas.index(packed[0]) <= 2 and check(packed[0], linear) is None
+    assert not any(s.has("pack") for _, s in HeuristicProposer().initial(get_kernel("matmul", (128, 512, 512)), hw, 1))

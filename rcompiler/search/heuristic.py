@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
-from rcompiler.transforms import (Decompose, Hoist, Im2col, Parallel, Peel, Schedule, Tile, Vectorize,
+from rcompiler.transforms import (Decompose, Hoist, Im2col, Pack, Parallel, Peel, Schedule, Tile, Vectorize,
                                   check, loop_nest)
 
 from .context import Evaluated, Proposal, ProposalContext
@@ -111,9 +111,9 @@ class HeuristicProposer:
                 ideas.append((why, Schedule.of([outer, inner, Vectorize(), Hoist(), *peel])))
                 if rank:
                     break
-        stationary = self._b_block_in_l1(kernel, M, N, K, b, hw)
-        if stationary is not None:
-            ideas.insert(1, stationary)
+        for idea in (self._pack_b_panels(kernel, M, N, b, hw), self._b_block_in_l1(kernel, M, N, K, b, hw)):
+            if idea is not None:  # both are measured in the first round; the B block first
+                ideas.insert(1, idea)
         mr, nr = register_tiles(hw, M, N)[0]
         ideas.insert(2, ("register tile only, k innermost: no cache blocking",
                          Schedule.of([Tile(tuple(b + [mr, nr, 1])), Vectorize(), Hoist(),
@@ -150,6 +150,25 @@ class HeuristicProposer:
                f"L1. Block k by {kr}, keep a {kr}x{nr} block of B in L1 and stream {mr}-row strips of A and C "
                "past it (m innermost)")
         return why, Schedule.of([Tile(tuple(b + [mr, nr, kr]), order), Vectorize(), Hoist()])
+
+    @staticmethod
+    def _pack_b_panels(kernel: Kernel, M: int, N: int, b: list[int], hw: Hardware) -> tuple[str, Schedule] | None:
+        """B stored n x k (a Linear layer's weight, K^T in attention scores): the register tile's
+        vector loads along n would each gather one element from every row. Packing copies B
+        (and A) into contiguous panels of the register tile's shape first; the copy costs a pass
+        over B, so it pays when M is large enough to reuse each panel many times: measure it."""
+        op = kernel.structure[kernel.main_index]
+        m_loop, n_loop = len(b), len(b) + 1
+        B = next((o for o in op.inputs if o.stride_bytes(m_loop) == 0 and o.stride_bytes(n_loop)), None)
+        if B is None or B.contiguous_loop() == n_loop:
+            return None
+        tile = next(((mr, nr) for mr, nr in register_tiles(hw, M, N) if M % mr == 0 and N % nr == 0), None)
+        if tile is None:
+            return None
+        mr, nr = tile
+        why = (f"B is read along n but stored with k contiguous: pack A and B into {mr}x1 and 1x{nr} panels "
+               f"(register tile {mr}x{nr}) so every vector load is contiguous, then vectorize and hoist")
+        return why, Schedule.of([Pack((mr, nr, 1)), Tile(tuple(b + [1, 1, 1, mr, nr, 1])), Vectorize(), Hoist()])
 
     def _conv(self, kernel: Kernel, hw: Hardware) -> list[tuple[str, Schedule]]:
         n, oh, ow, f, kh, kw, c = loop_nest(kernel).extents
