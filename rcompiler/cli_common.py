@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from rcompiler.kernels import KERNELS, Kernel, KernelError, get_kernel, kernel_from_mlir
 
@@ -66,6 +67,6 @@ def kernel_from_args(args: argparse.Namespace) -> Kernel:
     return get_kernel(args.kernel, args.shape)
 
 
-def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
+def fail(message: str, code: int = 2) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)

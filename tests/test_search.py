@@ -204,3 +204,26 @@ def test_heuristic_packs_b_when_it_is_stored_n_by_k():
     packed = [s for s in ideas if s.has("pack")]
     assert packed and ideas.index(packed[0]) <= 2 and check(packed[0], linear) is None
     assert not any(s.has("pack") for _, s in HeuristicProposer().initial(get_kernel("matmul", (128, 512, 512)), hw, 1))
+
+
+def test_baseline_strategies_draw_their_own_schedules_from_the_whole_vocabulary():
+    from rcompiler.search.baselines import Evolutionary, RandomSearch
+    from rcompiler.search.mcts import MCTS
+    from rcompiler.search.random_proposer import RandomProposer
+
+    kernel, hw = get_kernel("matmul_bias_relu", (64, 96, 128)), detect()
+    first = {
+        "random": [p.schedule.key for p in RandomSearch(kernel, hw, 1, 0, batch=8).ask()],
+        "evolutionary": [p.schedule.key for p in Evolutionary(kernel, hw, 1, 0, population=8).ask()],
+        "mcts+random": [p.schedule.key for p in MCTS(kernel, hw, RandomProposer(), 1, 0, children=8).ask()],
+    }
+    assert all(len(v) == 8 for v in first.values())
+    assert not set(first["random"]) & set(first["evolutionary"]) and not set(first["random"]) & set(first["mcts+random"])
+    assert first["random"] == [p.schedule.key for p in RandomSearch(kernel, hw, 1, 0, batch=8).ask()]  # replayable
+    import random
+
+    from rcompiler.search.edits import random_schedule
+    drawn = [random_schedule(kernel, random.Random(i)) for i in range(300)]
+    used = {step.name for s in drawn for step in s.steps}
+    assert {"pad", "pack", "fuse", "peel", "unroll", "tile", "vectorize", "hoist", "contraction"} <= used
+    assert all(check(s, kernel) is None for s in drawn)

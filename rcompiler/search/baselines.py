@@ -3,14 +3,12 @@ evolutionary search in the style of TVM MetaSchedule (population, mutation of
 parameters, crossover, selection by measured speed)."""
 from __future__ import annotations
 
-import random
-
 from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
 from rcompiler.transforms import Schedule, Tile, check
 
 from .context import Evaluated, Proposal
-from .edits import all_edits, fresh_random_schedules, legal
+from .edits import all_edits, fresh_random_schedules, legal, stream
 
 
 class RandomSearch:
@@ -18,7 +16,7 @@ class RandomSearch:
 
     def __init__(self, kernel: Kernel, hardware: Hardware, threads: int = 1, seed: int = 0, batch: int = 4):
         self.kernel, self.threads, self.batch = kernel, threads, batch
-        self.rng = random.Random(seed)
+        self.rng = stream(self.name, seed)
         self.seen: set[str] = set()
 
     def ask(self) -> list[Proposal]:
@@ -36,7 +34,7 @@ class Evolutionary:
                  population: int = 8, tournament: int = 3, crossover: float = 0.25):
         self.kernel, self.threads = kernel, threads
         self.population, self.tournament, self.crossover = population, tournament, crossover
-        self.rng = random.Random(seed)
+        self.rng = stream(self.name, seed)
         self.seen: set[str] = set()
         self.measured: list[Evaluated] = []
 

@@ -9,8 +9,9 @@ import random
 from dataclasses import replace
 
 from rcompiler.kernels.base import Kernel
-from rcompiler.transforms import (CONTRACTION_STRATEGIES, Contraction, Decompose, Hoist, Parallel, Peel, Schedule,
-                                  ScheduleError, Tile, Unroll, Vectorize, check, loop_nest, plan)
+from rcompiler.transforms import (CONTRACTION_STRATEGIES, Contraction, Decompose, Fuse, Hoist, Im2col, Pack, Pad,
+                                  Parallel, Peel, Schedule, ScheduleError, Tile, Unroll, Vectorize, applicable, check,
+                                  loop_nest, plan)
 
 Edit = tuple[str, Schedule]
 
@@ -138,33 +139,46 @@ def legal(kernel: Kernel, edits: list[Edit], seen: set[str]) -> list[Edit]:
     return out
 
 
+def stream(name: str, seed: int) -> random.Random:
+    """The random stream of one strategy and seed: strategies never share draws."""
+    return random.Random(f"{name}/{seed}")
+
+
 def random_schedule(kernel: Kernel, rng: random.Random, threads: int = 1) -> Schedule:
-    """A random legal schedule: 1-3 tile levels of random divisors, random flags."""
+    """A random legal schedule from the whole vocabulary: an optional layout step (pad, pack,
+    im2col), 1-3 tile levels (divisors, or any size when the innermost level peels), fuse,
+    unroll, vectorize, hoist, a contraction lowering, decompose and parallel, each where
+    the kernel allows it."""
     nest = loop_nest(kernel)
     for _ in range(200):
-        levels = rng.choice((1, 2, 2, 3))
-        extents = list(nest.extents)
+        steps = _random_layout(kernel, nest, rng, threads)
+        try:
+            extents = list(plan(Schedule.of(steps), kernel).nest.extents) if steps else list(nest.extents)
+        except ScheduleError:
+            continue
+        peel = rng.random() < 0.15
         tiles = []
-        for _level in range(levels):
-            sizes = []
-            for e in extents:
-                ds = divisors(e)
-                sizes.append(rng.choice([0] + ds[:-1] + ds[:-1]) if len(ds) > 1 else 0)
+        for level in range(rng.choice((1, 2, 2, 3))):
+            sizes = [_random_size(e, rng, partial=peel) for e in extents]
             if not any(sizes):
                 continue
-            interchange = None
-            if rng.random() < 0.3:
-                interchange = tuple(rng.sample(range(len(sizes)), len(sizes)))
+            interchange = tuple(rng.sample(range(len(sizes)), len(sizes))) if rng.random() < 0.3 else None
             tiles.append(Tile(tuple(sizes), interchange))
             extents = [s if s else e for s, e in zip(sizes, extents)]
-        steps = list(tiles)
+        steps += tiles
+        if applicable("fuse", kernel) and rng.random() < 0.2:
+            steps.append(Fuse())
+        if peel:
+            steps.append(Peel())
+        if tiles and rng.random() < 0.2:
+            steps.append(Unroll(rng.randrange(max(1, sum(1 for x in tiles[-1].sizes if x))), rng.choice((2, 4))))
         if rng.random() < 0.8:
             steps.append(Vectorize())
             if rng.random() < 0.6:
                 steps.append(Hoist())
             if rng.random() < 0.3:
                 steps.append(Contraction(rng.choice(CONTRACTION_STRATEGIES)))
-        if rng.random() < 0.3:
+        if applicable("decompose", kernel) and rng.random() < 0.3:
             steps.append(Decompose())
         if threads > 1 and rng.random() < 0.4:
             steps.append(Parallel(threads, rng.randrange(len(extents))))
@@ -172,6 +186,26 @@ def random_schedule(kernel: Kernel, rng: random.Random, threads: int = 1) -> Sch
         if s.steps and check(s, kernel) is None:
             return s
     return Schedule.of([Tile(tuple(1 if i == len(nest.extents) - 1 else 0 for i in range(len(nest.extents))))])
+
+
+def _random_size(extent: int, rng: random.Random, partial: bool) -> int:
+    ds = divisors(extent)
+    if partial and extent > 2 and rng.random() < 0.4:
+        return rng.randrange(2, extent)  # any size: the innermost level peels its partial tile
+    return rng.choice([0] + ds[:-1] + ds[:-1]) if len(ds) > 1 else 0
+
+
+def _random_layout(kernel: Kernel, nest, rng: random.Random, threads: int) -> list:
+    layouts = [n for n in ("pad", "pack", "im2col") if applicable(n, kernel, threads)]
+    if not layouts or rng.random() >= 0.3:
+        return []
+    kind = rng.choice(layouts)
+    if kind == "im2col":
+        return [Im2col()]
+    if kind == "pad":
+        return [Pad(tuple(rng.choice((1, 8, 16, 32, 48, 64)) for _ in nest.extents))]
+    m, n, k = nest.extents[-3:]
+    return [Pack(tuple(rng.choice([d for d in divisors(e) if d <= 64]) for e in (m, n, k)))]
 
 
 def fresh_random_schedules(kernel: Kernel, rng: random.Random, n: int, seen: set[str], threads: int = 1

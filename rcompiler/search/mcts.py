@@ -11,7 +11,6 @@ mean and the best reward below it, normalised by the best reward so far.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
 
 from rcompiler.hardware import Hardware
@@ -19,6 +18,7 @@ from rcompiler.kernels.base import Kernel
 from rcompiler.transforms import Schedule
 
 from .context import Evaluated, Proposal, ProposalContext, Proposer
+from .edits import stream
 
 
 @dataclass(eq=False)
@@ -52,7 +52,7 @@ class MCTS:
                  seed: int = 0, exploration: float = 1.0, children: int = 4):
         self.kernel, self.hardware, self.proposer = kernel, hardware, proposer
         self.threads, self.exploration, self.children = threads, exploration, children
-        self.rng = random.Random(seed)
+        self.rng = stream(f"mcts+{getattr(proposer, 'name', 'proposer')}", seed)
         self.root = Node(Schedule())
         self.nodes: dict[str, Node] = {}
         self.pending: dict[str, Node] = {}  # proposal key -> parent node
