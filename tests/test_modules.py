@@ -81,6 +81,8 @@ def test_a_resnet_style_block_in_nchw(tmp_path):
     result = rcompiler.tune(str(path), budget=8, min_time=0.02, db=tmp_path / "t.db")
     assert [o.task.ops[:2] for o in result.tasks] == [("linalg.broadcast", "linalg.conv_2d_nchw_fchw")] * 2
     assert result.best is not None and result.best.ok and result.speedup > 1
+    # NCHW: im2col makes pixels the contiguous vector dimension of a matmul-like contraction
+    assert all(o.best.schedule.has("im2col") for o in result.tasks), [str(o.best.schedule) for o in result.tasks]
 
 
 TWO_FUNCTIONS = """

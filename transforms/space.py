@@ -18,7 +18,9 @@ LOOP_NAMES = {
     "linalg.matmul": ("m", "n", "k"),
     "linalg.batch_matmul": ("b", "m", "n", "k"),
     "linalg.conv_2d_nhwc_hwcf": ("n", "oh", "ow", "f", "kh", "kw", "c"),
+    "linalg.conv_2d_nchw_fchw": ("n", "f", "oh", "ow", "c", "kh", "kw"),
 }
+CONVS = ("linalg.conv_2d_nhwc_hwcf", "linalg.conv_2d_nchw_fchw")
 CONTRACTIONS = ("linalg.matmul", "linalg.batch_matmul")
 MAX_VECTOR_ELEMENTS = 1 << 14  # a register tile, not a whole matrix: bigger vectors blow up compile time
 MAX_THREADS = 64
@@ -115,7 +117,9 @@ def applicable(step_name: str, kernel: Kernel, threads: int = 1) -> bool:
     op = kernel.structure[kernel.main_index].name
     if step_name in ("pad", "pack"):
         return op in CONTRACTIONS
-    if step_name in ("im2col", "decompose"):
+    if step_name == "im2col":
+        return op in CONVS
+    if step_name == "decompose":
         return op == "linalg.conv_2d_nhwc_hwcf"
     if step_name == "fuse":
         return len(kernel.structure) > 1
@@ -160,12 +164,16 @@ def _layout(schedule: Schedule, op_name: str, nest: LoopNest) -> None:
         nest.extents = batch + [m // pm, n // pn, k // pk, pm, pn, pk]
         nest.iterators = ["parallel"] * len(batch) + ["parallel", "parallel", "reduction", "parallel", "parallel", "reduction"]
     if im2col is not None:
-        if op_name != "linalg.conv_2d_nhwc_hwcf":
-            raise ScheduleError(f"im2col: applies to linalg.conv_2d_nhwc_hwcf, not {op_name}")
+        if op_name not in CONVS:
+            raise ScheduleError(f"im2col: applies to {', '.join(CONVS)}, not {op_name}")
         if schedule.has("decompose"):
             raise ScheduleError("im2col and decompose are alternatives: use one")
-        n, oh, ow, f, kh, kw, c = nest.extents
-        nest.names, nest.extents = ["n", "m", "f", "k"], [n, oh * ow, f, kh * kw * c]
+        if op_name == "linalg.conv_2d_nhwc_hwcf":
+            n, oh, ow, f, kh, kw, c = nest.extents
+            nest.names, nest.extents = ["n", "m", "f", "k"], [n, oh * ow, f, kh * kw * c]
+        else:  # NCHW: the filter times the patch matrix, output rows are channels (f), columns pixels (m)
+            n, f, oh, ow, c, kh, kw = nest.extents
+            nest.names, nest.extents = ["n", "f", "m", "k"], [n, f, oh * ow, c * kh * kw]
         nest.iterators = ["parallel", "parallel", "parallel", "reduction"]
 
 

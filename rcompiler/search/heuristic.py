@@ -83,6 +83,8 @@ class HeuristicProposer:
             ideas = self._contraction(kernel, hw)
         elif names == ["n", "oh", "ow", "f", "kh", "kw", "c"]:
             ideas = self._conv(kernel, hw)
+        elif names == ["n", "f", "oh", "ow", "c", "kh", "kw"]:
+            ideas = self._conv_nchw(kernel, hw) + self._generic(kernel, hw)
         else:
             ideas = self._generic(kernel, hw)
         if threads > 1 and ideas:
@@ -193,6 +195,19 @@ class HeuristicProposer:
         mr, nr = register_tiles(hw, m, f)[0]
         ideas.append(("im2col: turn the convolution into one matmul-like contraction and tile it like a matmul",
                       Schedule.of([Im2col(), Tile((1, snap(m, mr), nr if f % nr == 0 else f, 1)), Vectorize(), Hoist()])))
+        return ideas
+
+    def _conv_nchw(self, kernel: Kernel, hw: Hardware) -> list[tuple[str, Schedule]]:
+        """NCHW: pixels are contiguous in the image and the output, channels are not. im2col
+        makes it a matmul of the filter (f x c*kh*kw) by the patch matrix (c*kh*kw x pixels),
+        whose register tile runs over output channels (rows) and pixels (vector columns)."""
+        n, f, oh, ow, c, kh, kw = loop_nest(kernel).extents
+        pixels, ideas = oh * ow, []
+        for mr, nr in register_tiles(hw, f, pixels)[:3]:
+            peel = [Peel()] if f % mr or pixels % nr else []
+            ideas.append((f"im2col, then a {mr}x{nr} register tile over output channels x pixels (pixels are "
+                          "contiguous in NCHW), vectorize and keep the tile in registers",
+                          Schedule.of([Im2col(), Tile((1, mr, nr, 1)), Vectorize(), Hoist(), *peel])))
         return ideas
 
     def _generic(self, kernel: Kernel, hw: Hardware) -> list[tuple[str, Schedule]]:
