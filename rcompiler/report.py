@@ -42,6 +42,7 @@ def summary(result: TuneResult) -> dict:
         # The search's own worth: how far it went beyond the proposer's first guess.
         "first_guess": _first_guess(result),
         "llm": result.proposer_stats or None,
+        "strategy_stats": result.strategy_stats or None,
         "wall_seconds": result.wall_seconds,
         "samples": [{
             "seq": s.seq, "status": s.status, "seconds": s.seconds, "gflops": gf(s.seconds),

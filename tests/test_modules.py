@@ -49,7 +49,8 @@ def test_the_frontend_mlp_is_tuned_verified_and_reproducible_with_mlir_opt(tmp_p
     report = json.loads((out / "report.json").read_text())
     assert report["samples_done"] == 8 and report["best_speedup"] > 1
     assert [t["status"] for t in report["tasks"]] == ["in the program"] * 2
-    assert sum(t["share_before"] for t in report["tasks"]) <= 1.0 + 1e-6
+    # Shares come from timings taken apart (each task alone, the module whole): estimates near 1.
+    assert 0.5 < sum(t["share_before"] for t in report["tasks"]) < 1.25
     applied = subprocess.run([mlir_tool("mlir-opt"), str(out / "payload.mlir"),
                               f"--transform-preload-library=transform-library-paths={out / 'best.mlir'}",
                               "--transform-interpreter"], capture_output=True, text=True)

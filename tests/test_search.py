@@ -227,3 +227,26 @@ def test_baseline_strategies_draw_their_own_schedules_from_the_whole_vocabulary(
     used = {step.name for s in drawn for step in s.steps}
     assert {"pad", "pack", "fuse", "peel", "unroll", "tile", "vectorize", "hoist", "contraction"} <= used
     assert all(check(s, kernel) is None for s in drawn)
+
+
+def test_the_evolutionary_cost_model_is_trained_on_the_run_and_ranks_offspring(tmp_path):
+    from rcompiler.db import Database
+    from rcompiler.measure import Limits
+    from rcompiler.search.cost_model import CostModel
+    from rcompiler.search.tuner import TuneConfig, Tuner
+
+    kernel = get_kernel("matmul", (64, 64, 64))
+    result = Tuner(kernel, TuneConfig("evolutionary", budget=20, limits=Limits(min_time=0.01)),
+                   Database(tmp_path / "t.db")).run()
+    stats = result.strategy_stats
+    assert stats["model_fits"] >= 1 and stats["ranked_by_model"] >= 1
+    ranked = [s for s in result.samples if "cost model rank" in s.rationale]
+    assert ranked and all(s.seq >= 8 for s in ranked)  # after the random first generation
+    # The model learns: on what it was trained, it orders a fast and a naive-like schedule right.
+    history = [Evaluated(s.schedule, s.status, s.seconds, s.speedup) for s in result.samples]
+    model = CostModel(kernel)
+    assert model.fit(history)
+    ok = sorted((s for s in result.samples if s.seconds), key=lambda s: s.seconds)
+    fast, slow = ok[0].schedule, ok[-1].schedule
+    predicted = model.predict([fast, slow])
+    assert predicted[0] < predicted[1]

@@ -1,13 +1,17 @@
 """Baseline strategies at the same sample budget: random search and an
 evolutionary search in the style of TVM MetaSchedule (population, mutation of
-parameters, crossover, selection by measured speed)."""
+parameters, crossover, selection by measured speed, and a learned cost model
+that ranks the offspring before they are measured)."""
 from __future__ import annotations
+
+import numpy as np
 
 from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
 from rcompiler.transforms import Schedule, Tile, check
 
 from .context import Evaluated, Proposal
+from .cost_model import CostModel
 from .edits import all_edits, fresh_random_schedules, legal, stream
 
 
@@ -28,30 +32,60 @@ class RandomSearch:
 
 
 class Evolutionary:
+    """Evolution as in TVM MetaSchedule: a random first generation, then each generation breeds
+    many mutants and crossovers, a cost model trained on the measurements so far ranks them,
+    and the best predicted (plus a few at random, to keep exploring) are measured."""
+
     name = "evolutionary"
 
     def __init__(self, kernel: Kernel, hardware: Hardware, threads: int = 1, seed: int = 0,
-                 population: int = 8, tournament: int = 3, crossover: float = 0.25):
+                 population: int = 8, tournament: int = 3, crossover: float = 0.25, breed: int = 8,
+                 explore: float = 0.25):
         self.kernel, self.threads = kernel, threads
         self.population, self.tournament, self.crossover = population, tournament, crossover
+        self.breed, self.explore = breed, explore
         self.rng = stream(self.name, seed)
         self.seen: set[str] = set()
         self.measured: list[Evaluated] = []
+        self.model = CostModel(kernel, seed)
+        self.stats = {"model_fits": 0, "ranked_by_model": 0, "explored": 0}
 
     def ask(self) -> list[Proposal]:
         if len(self.measured) < self.population:  # generation 0: random individuals
             fresh = fresh_random_schedules(self.kernel, self.rng, self.population - len(self.measured), self.seen,
                                            self.threads)
             return [Proposal(s, "initial population", "evolutionary") for s in fresh]
-        out = []
-        for _ in range(20 * self.population):
+        want = self.population // 2
+        pool: dict[str, tuple[str, Schedule, str]] = {}
+        for _ in range(20 * self.breed * want):
             child = self._offspring()
             if child is not None and child[1].key not in self.seen:
-                self.seen.add(child[1].key)
-                out.append(Proposal(child[1], child[0], "evolutionary", child[2]))
-            if len(out) == self.population // 2:
+                pool.setdefault(child[1].key, child)
+            if len(pool) >= self.breed * want:
                 break
-        return out
+        chosen = self._choose(list(pool.values()), want)
+        for _, schedule, _ in chosen:
+            self.seen.add(schedule.key)
+        return [Proposal(s, why, "evolutionary", parent) for why, s, parent in chosen]
+
+    def _choose(self, pool: list, want: int) -> list:
+        """The cost model's favourites, and a share picked at random."""
+        if len(pool) <= want:
+            return pool
+        if self.model.trained_on < len(self.measured) and self.model.fit(self.measured):
+            self.stats["model_fits"] += 1
+        if self.model.model is None:
+            return self.rng.sample(pool, want)
+        predicted = self.model.predict([s for _, s, _ in pool])
+        ranked = [pool[i] for i in np.argsort(predicted, kind="stable")]
+        explore = sum(self.rng.random() < self.explore for _ in range(want))
+        best = ranked[: want - explore]
+        rest = ranked[want - explore:]
+        picked = best + self.rng.sample(rest, explore)
+        self.stats["ranked_by_model"] += len(best)
+        self.stats["explored"] += explore
+        rank = {c[1].key: r for r, c in enumerate(ranked)}
+        return [(f"{why} (cost model rank {rank[s.key] + 1} of {len(pool)})", s, parent) for why, s, parent in picked]
 
     def tell(self, proposal: Proposal, result: Evaluated) -> None:
         self.seen.add(proposal.schedule.key)

@@ -72,6 +72,7 @@ class TuneResult:
     proposer_stats: dict = field(default_factory=dict)
     wall_seconds: float = 0.0
     stopped: str | None = None  # why the run ended before its budget, if it did
+    strategy_stats: dict = field(default_factory=dict)  # e.g. the evolutionary cost model's use
 
     @property
     def best(self) -> SampleRecord | None:
@@ -237,7 +238,8 @@ class Tuner:
             proposer.close()
         return TuneResult(self.kernel, self.hardware, self.config, self.naive_seconds, self.numpy_seconds,
                           self.numpy_detail, self.samples, dict(getattr(proposer, "stats", {})),
-                          time.monotonic() - self._started, self.stopped)
+                          time.monotonic() - self._started, self.stopped,
+                          dict(getattr(self.strategy, "stats", {})))
 
     def best_schedule_so_far(self) -> Schedule | None:
         ok = [s for s in self.samples if s.status == "ok" and s.seconds]
