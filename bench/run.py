@@ -2,9 +2,10 @@
 
 For every kernel, strategy and seed, one tuning run at the largest budget; its
 first B samples are what a budget of B would have drawn (the searches are
-deterministic given their seed). Each strategy's best schedules are then timed
-again in rounds interleaved with NumPy, and the minimum kept, so ratios come
-from one run on one machine state. Writes results.json, table.md and one plot
+deterministic given their seed). Each strategy has its own database, so no
+strategy is handed another's measurements. Each strategy's best schedules are
+then timed again in rounds interleaved with each other and NumPy, and the minimum
+kept, so ratios come from one run on one machine state. Writes results.json, table.md and one plot
 per kernel into the results folder; --update-readme puts the table in README.md.
 """
 from __future__ import annotations
@@ -57,7 +58,14 @@ def label(strategy: str, proposer: str) -> str:
     return f"{strategy}+{proposer}" if strategy == "mcts" else strategy
 
 
-def tune_all(plan: dict, db: Database, llm: dict | None, log) -> tuple[list[Run], dict]:
+def databases(out: Path, llm: dict | None) -> dict[str, Database]:
+    """One database per strategy: a candidate timed by one strategy is never replayed into
+    another's history (each measures what it draws, in its own machine state)."""
+    strategies = list(STRATEGIES) + ([("mcts", "llm")] if llm else [])
+    return {label(s, p): Database(out / f"bench-{label(s, p)}.db") for s, p in strategies}
+
+
+def tune_all(plan: dict, dbs: dict[str, Database], llm: dict | None, log) -> tuple[list[Run], dict]:
     strategies = list(STRATEGIES) + ([("mcts", "llm")] if llm else [])
     runs, kernels = [], {}
     budget = max(plan["budgets"])
@@ -65,6 +73,7 @@ def tune_all(plan: dict, db: Database, llm: dict | None, log) -> tuple[list[Run]
         kernel = get_kernel(name, shape)
         kernels[kernel.label] = kernel
         for strategy, proposer in strategies:
+            db = dbs[label(strategy, proposer)]
             for seed in plan["seeds"]:
                 start = time.monotonic()
                 config = TuneConfig(strategy, proposer if proposer != "-" else "heuristic", budget, seed,
@@ -131,9 +140,9 @@ def main(argv=None) -> int:
 
     llm = {"base_url": args.llm_base_url, "model": args.llm_model} if args.llm_base_url else None
     started = time.monotonic()
-    db = Database(out / "bench.db")
-    runs, kernels = tune_all(plan, db, llm, log)
-    timings = retime(runs, kernels, plan["budgets"], db, log)
+    dbs = databases(out, llm)
+    runs, kernels = tune_all(plan, dbs, llm, log)
+    timings = retime(runs, kernels, plan["budgets"], dbs["mcts+heuristic"], log)
     hw = detect()
     meta = {"mode": mode_name, "date": time.strftime("%Y-%m-%d"), "machine": hw.describe(),
             "python": platform.python_version(), "budgets": list(plan["budgets"]), "seeds": list(plan["seeds"]),

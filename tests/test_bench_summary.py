@@ -75,3 +75,9 @@ def test_bench_run_end_to_end_on_a_tiny_plan(tmp_path, monkeypatch):
     again = json.loads((tmp_path / "results.json").read_text())
     assert again["meta"]["measured_now"] == 0
     assert "which measured 0 of the 12 samples" in (tmp_path / "table.md").read_text()
+    # Strategies do not share measurements: each has its own database with only its own studies.
+    import sqlite3
+    for strategy in ("mcts+heuristic", "mcts+random", "random", "evolutionary"):
+        with sqlite3.connect(tmp_path / f"bench-{strategy}.db") as c:
+            names = [r[0] for r in c.execute("SELECT name FROM studies")]
+        assert len(names) == 1 and f"/{strategy.split('+')[0]}/" in names[0]
