@@ -135,7 +135,7 @@ def test_heuristic_keeps_b_in_l1_when_its_rows_share_a_cache_set(name, shape, co
     if conflict:
         tile = stationary[0].tiles[0]
         assert tile.interchange == (1, 2, 0) and tile.sizes[2] == 8  # n, k, m; k by the associativity
-        assert check(stationary[0], kernel) is None and ideas[1][1] == stationary[0]
+        assert check(stationary[0], kernel) is None and stationary[0] in [s for _, s in ideas[:3]]  # first round
 
 
 def test_heuristic_refinement_learns_from_history():
@@ -250,3 +250,15 @@ def test_the_evolutionary_cost_model_is_trained_on_the_run_and_ranks_offspring(t
     fast, slow = ok[0].schedule, ok[-1].schedule
     predicted = model.predict([fast, slow])
     assert predicted[0] < predicted[1]
+
+
+def test_heuristic_vectorizes_along_k_when_both_operands_are_k_contiguous():
+    hw = detect()
+    linear = get_kernel("matmul_transpose_b", (32, 2816, 1024))  # a Linear layer on 32 tokens
+    ideas = HeuristicProposer().initial(linear, hw, 1)
+    lanes = [(why, s) for why, s in ideas if s.has("lanes")]
+    assert lanes and check(lanes[0][1], linear) is None
+    mr, nr, k = lanes[0][1].tiles[-1].sizes
+    assert k == 0 and lanes[0][1].get("lanes").size == hw.f32_lanes
+    assert mr * nr + mr + nr <= hw.vector_registers and "contiguous along k" in lanes[0][0]
+    assert not any(s.has("lanes") for _, s in HeuristicProposer().initial(get_kernel("matmul", (32, 256, 64)), hw, 1))

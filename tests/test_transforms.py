@@ -8,7 +8,7 @@ from rcompiler.jit import mlir_tool
 from rcompiler.kernels import get_kernel
 from rcompiler.measure import Candidate, Status
 from rcompiler.transforms.render import Script
-from rcompiler.transforms import (Contraction, Decompose, Fuse, Hoist, Im2col, Pack, Pad, Parallel, Peel, Schedule,
+from rcompiler.transforms import (Contraction, Decompose, Fuse, Hoist, Im2col, Lanes, Pack, Pad, Parallel, Peel, Schedule,
                                   ScheduleError, Tile, Unroll, Vectorize, check, render, step_from_json)
 
 VEC = (Vectorize(), Hoist())
@@ -24,6 +24,8 @@ CASES = {
     "contraction dot": ("matmul", (32, 64, 16), (Tile((8, 32, 1)), Contraction("dot")) + VEC),
     "contraction parallelarith": ("matmul", (32, 64, 16), (Tile((8, 32, 1)), Contraction("parallelarith")) + VEC),
     "transpose_b": ("matmul_transpose_b", (32, 64, 16), (Tile((8, 32, 1)),) + VEC),
+    "lanes": ("matmul_transpose_b", (32, 64, 64), (Tile((4, 4, 0)), Lanes(16)) + VEC),
+    "lanes batch": ("batch_matmul", (2, 8, 16, 32), (Tile((1, 2, 4, 0)), Lanes(8)) + VEC),
     "batch": ("batch_matmul", (2, 16, 32, 8), (Tile((1, 8, 32, 1)),) + VEC),
     "fuse bias relu": ("matmul_bias_relu", (32, 64, 16), (Fuse(), Tile((16, 32, 0)), Tile((8, 32, 1))) + VEC),
     "fuse fill": ("matmul", (32, 64, 16), (Fuse(), Tile((16, 32, 0)), Tile((8, 32, 1))) + VEC),
@@ -125,7 +127,7 @@ def test_failure_is_attributed_to_its_step(measure_with):
     assert explained.startswith("step 1 (tile(sizes=[8, 32, 1]))"), explained
 
 
-@pytest.mark.parametrize("case", ["tile+vectorize+hoist", "peel odd shape", "pack", "fuse bias relu",
+@pytest.mark.parametrize("case", ["tile+vectorize+hoist", "peel odd shape", "pack", "fuse bias relu", "lanes",
                                   "conv decompose", "conv im2col", "parallel", "pad odd shape"])
 def test_upstream_mlir_opt_applies_rendered_script(case, tmp_path):
     name, shape, steps = CASES[case]

@@ -172,6 +172,14 @@ def render_scoped(w: "_Writer", schedule: Schedule, kernel: Kernel, scope: str, 
         else:
             main, loops = _tile_for(w, main, tile.sizes, tile.interchange)
 
+    lanes = schedule.get("lanes")
+    if lanes is not None:
+        w.owner = _label(schedule, "lanes")
+        sizes = [lanes.size if it == "reduction" else 0 for it in p.nest.iterators]
+        names = [w.fresh(x) for x in ("init", "partial", "merge", "kloop")]
+        w(f"{', '.join(names)} = transform.structured.tile_reduction_using_for {main} by tile_sizes = {sizes} : "
+          f"({ANY}) -> ({_results(4)})")
+        main = names[1]
     unroll = schedule.get("unroll")
     if unroll is not None:
         w.owner = _label(schedule, "unroll")

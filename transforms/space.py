@@ -95,6 +95,7 @@ def plan(schedule: Schedule, kernel: Kernel) -> Plan:
     for depth, tile in enumerate(tiles):
         innermost = depth == len(tiles) - 1
         p.levels.append(_tile(tile, depth, nest, extents, allow_partial=(innermost and peel) or not vectorize))
+    _lanes(schedule, p, nest, extents)
     _loop_shaping(schedule, p, nest)
     if vectorize:
         elements = 1
@@ -125,6 +126,8 @@ def applicable(step_name: str, kernel: Kernel, threads: int = 1) -> bool:
         return len(kernel.structure) > 1
     if step_name == "parallel":
         return threads > 1
+    if step_name == "lanes":
+        return kernel.structure[kernel.main_index].iterators.count("reduction") == 1
     return True
 
 
@@ -221,6 +224,28 @@ def _tile(tile, depth: int, nest: LoopNest, extents: list[int], allow_partial: b
     level = Level(tuple(tile.sizes), tuple(interchange), loops, trips, rems, tuple(extents))
     extents[:] = level.inner
     return level
+
+
+def _lanes(schedule: Schedule, p: Plan, nest: LoopNest, extents: list[int]) -> None:
+    """`lanes` splits the one reduction loop left whole in the innermost tile; the vector
+    then spans `size` of it (the loop over the rest carries the partial sums)."""
+    lanes = schedule.get("lanes")
+    if lanes is None:
+        return
+    if not p.levels:
+        raise ScheduleError("lanes: needs a tile step first (a register tile over the parallel loops)")
+    if schedule.has("fuse") or schedule.has("parallel") or schedule.has("peel") or schedule.has("unroll"):
+        raise ScheduleError("lanes: cannot be combined with fuse, parallel, peel or unroll")
+    inner = p.levels[-1]
+    red = [d for d, it in enumerate(nest.iterators) if it == "reduction"]
+    if len(red) != 1:
+        raise ScheduleError(f"lanes: needs exactly one reduction loop, the kernel has {len(red)}")
+    d = red[0]
+    if inner.sizes[d]:
+        raise ScheduleError(f"lanes: leave {nest.names[d]} untiled (0) in the innermost tile; lanes splits it")
+    if lanes.size < 2 or extents[d] % lanes.size:
+        raise ScheduleError(f"lanes: size {lanes.size} must be >= 2 and divide {nest.names[d]}={extents[d]}")
+    extents[d] = lanes.size
 
 
 def _loop_shaping(schedule: Schedule, p: Plan, nest: LoopNest) -> None:

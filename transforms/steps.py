@@ -87,6 +87,17 @@ class Tile(Step):
 
 
 @dataclass(frozen=True)
+class Lanes(Step):
+    size: int
+    name = "lanes"
+    phase = 3.5  # after the tile levels, before loop shaping
+    about = ("split the reduction loop of the innermost tile into partial sums of `size` lanes carried in "
+             "registers (tile_reduction_using_for): each step is an elementwise FMA of vectors contiguous "
+             "along the reduction, summed once at the end; for operands stored with k contiguous "
+             "(a Linear layer's weight) and few rows; leave k untiled (0) in the innermost tile")
+
+
+@dataclass(frozen=True)
 class Unroll(Step):
     loop: int
     factor: int
@@ -133,7 +144,7 @@ class Contraction(Step):
 
 
 STEP_TYPES: dict[str, type[Step]] = {t.name: t for t in
-                                     (Pad, Pack, Im2col, Parallel, Fuse, Tile, Unroll, Peel, Decompose,
+                                     (Pad, Pack, Im2col, Parallel, Fuse, Tile, Lanes, Unroll, Peel, Decompose,
                                       Vectorize, Hoist, Contraction)}
 
 

@@ -14,8 +14,8 @@ from collections import defaultdict
 
 from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
-from rcompiler.transforms import (Decompose, Hoist, Im2col, Pack, Parallel, Peel, Schedule, Tile, Vectorize,
-                                  check, loop_nest)
+from rcompiler.transforms import (Decompose, Hoist, Im2col, Lanes, Pack, Parallel, Peel, Schedule, Tile,
+                                  Vectorize, check, loop_nest)
 
 from .context import Evaluated, Proposal, ProposalContext
 from .edits import all_edits, divisors, legal
@@ -113,9 +113,12 @@ class HeuristicProposer:
                 ideas.append((why, Schedule.of([outer, inner, Vectorize(), Hoist(), *peel])))
                 if rank:
                     break
-        for idea in (self._pack_b_panels(kernel, M, N, b, hw), self._b_block_in_l1(kernel, M, N, K, b, hw)):
-            if idea is not None:  # both are measured in the first round; the B block first
-                ideas.insert(1, idea)
+        # Layout-aware ideas (read from the indexing maps) go first, so the first round measures them
+        # all: when B is stored n x k, the plain register tile above gathers every vector of B.
+        layout = [self._lanes_along_k(kernel, M, N, K, b, hw), self._b_block_in_l1(kernel, M, N, K, b, hw),
+                  self._pack_b_panels(kernel, M, N, b, hw)]
+        layout = [idea for idea in layout if idea is not None]
+        ideas[:0] = layout
         mr, nr = register_tiles(hw, M, N)[0]
         ideas.insert(2, ("register tile only, k innermost: no cache blocking",
                          Schedule.of([Tile(tuple(b + [mr, nr, 1])), Vectorize(), Hoist(),
@@ -152,6 +155,36 @@ class HeuristicProposer:
                f"L1. Block k by {kr}, keep a {kr}x{nr} block of B in L1 and stream {mr}-row strips of A and C "
                "past it (m innermost)")
         return why, Schedule.of([Tile(tuple(b + [mr, nr, kr]), order), Vectorize(), Hoist()])
+
+    @staticmethod
+    def _lanes_along_k(kernel: Kernel, M: int, N: int, K: int, b: list[int], hw: Hardware
+                       ) -> tuple[str, Schedule] | None:
+        """A and B both contiguous along k (B stored n x k): vectorize along k instead. Each
+        output of an mr x nr tile keeps a vector of partial sums over k in a register, fed by
+        contiguous loads of A's and B's rows and summed once at the end; no copy of B, so it
+        also suits few rows of A (a Linear layer on a few tokens)."""
+        op = kernel.structure[kernel.main_index]
+        k_loop = len(b) + 2
+        if any(o.contiguous_loop() != k_loop for o in op.inputs):
+            return None
+        lanes = hw.f32_lanes
+        if K % lanes:
+            return None
+        options = [(mr * nr / (mr + nr), mr, nr) for mr in range(1, 9) for nr in range(1, 9)
+                   if M % mr == 0 and N % nr == 0 and mr * nr + mr + nr <= hw.vector_registers]
+        if not options:
+            return None
+        _, mr, nr = max(options)
+        kc = snap(K, hw.l1d_bytes / ((mr + nr) * F32), lanes)  # the tile's rows of A and B stay in L1
+        nc = snap(N, hw.l2_bytes / (4 * kc * F32), nr)  # a block of B rows in a quarter of L2
+        outer = [Tile(tuple(b + [0, nc, kc]), tuple(range(len(b))) + tuple(x + len(b) for x in (1, 2, 0)))]
+        why = (f"A and B are both contiguous along k: a {mr}x{nr} tile of outputs each keeps {lanes} partial sums "
+               f"over k in a {hw.vector_bits}-bit register ({mr * nr} accumulators), fed by contiguous loads of "
+               f"{mr} rows of A and {nr} rows of B, summed once at the end; k in blocks of {kc} so those rows "
+               f"stay in L1, {nc} rows of B per block in L2 (loops n, k, m)")
+        if kc == K and nc == N:
+            outer = []
+        return why, Schedule.of([*outer, Tile(tuple(b + [mr, nr, 0])), Lanes(lanes), Vectorize(), Hoist()])
 
     @staticmethod
     def _pack_b_panels(kernel: Kernel, M: int, N: int, b: list[int], hw: Hardware) -> tuple[str, Schedule] | None:

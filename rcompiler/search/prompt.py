@@ -133,6 +133,7 @@ def _step_schema(cls, ctx: ProposalContext, nest) -> dict:
              ("pad", "multiples"): ints(n), ("pack", "sizes"): ints(3, {"enum": [d for d in sizes if d]}),
              ("contraction", "strategy"): {"enum": list(CONTRACTION_STRATEGIES)},
              ("unroll", "loop"): loops, ("unroll", "factor"): {"enum": [2, 4, 8]},
+             ("lanes", "size"): {"enum": [4, 8, 16, 32]},
              ("parallel", "threads"): {"enum": [ctx.threads]}, ("parallel", "loop"): loops}
     props, required = {"step": {"const": cls.name}}, ["step"]
     for f in fields(cls):
