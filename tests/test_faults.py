@@ -90,8 +90,11 @@ class Run:
         return self.proc.returncode, err
 
     def samples_in_db(self) -> int:
-        with sqlite3.connect(self.db) as c:
-            return c.execute("SELECT count(*) FROM samples").fetchone()[0]
+        try:
+            with sqlite3.connect(self.db) as c:
+                return c.execute("SELECT count(*) FROM samples").fetchone()[0]
+        except sqlite3.OperationalError:  # the run has created the file but not yet its tables
+            return 0
 
 
 @pytest.mark.parametrize("stage", ["build", "run"])

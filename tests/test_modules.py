@@ -148,10 +148,11 @@ def test_a_killed_module_run_resumes_with_nothing_measured_twice(tmp_path):
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
     def measured() -> int:
-        if not db.exists():
+        try:
+            with sqlite3.connect(db) as c:
+                return c.execute("SELECT count(*) FROM samples").fetchone()[0]
+        except sqlite3.OperationalError:  # not created yet, or created without its tables yet
             return 0
-        with sqlite3.connect(db) as c:
-            return c.execute("SELECT count(*) FROM samples").fetchone()[0]
 
     deadline = time.time() + 300
     while measured() < 6 and time.time() < deadline and proc.poll() is None:

@@ -262,3 +262,15 @@ def test_heuristic_vectorizes_along_k_when_both_operands_are_k_contiguous():
     assert k == 0 and lanes[0][1].get("lanes").size == hw.f32_lanes
     assert mr * nr + mr + nr <= hw.vector_registers and "contiguous along k" in lanes[0][0]
     assert not any(s.has("lanes") for _, s in HeuristicProposer().initial(get_kernel("matmul", (32, 256, 64)), hw, 1))
+
+
+def test_heuristic_pads_sizes_without_a_good_divisor():
+    hw = detect()
+    primes = get_kernel("matmul", (197, 769, 1031))
+    ideas = [s for _, s in HeuristicProposer().initial(primes, hw, 1)]
+    padded = [s for s in ideas if s.has("pad")]
+    assert padded and ideas.index(padded[0]) < 4 and check(padded[0], primes) is None  # in the first round
+    for shape in ((256, 256, 256), (240, 256, 64)):  # padded exactly when the register tile is partial
+        mr, nr = register_tiles(hw, shape[0], shape[1])[0]
+        proposed = any(s.has("pad") for _, s in HeuristicProposer().initial(get_kernel("matmul", shape), hw, 1))
+        assert proposed == bool(shape[0] % mr or shape[1] % nr)

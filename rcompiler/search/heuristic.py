@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
-from rcompiler.transforms import (Decompose, Hoist, Im2col, Lanes, Pack, Parallel, Peel, Schedule, Tile,
+from rcompiler.transforms import (Decompose, Hoist, Im2col, Lanes, Pack, Pad, Parallel, Peel, Schedule, Tile,
                                   Vectorize, check, loop_nest)
 
 from .context import Evaluated, Proposal, ProposalContext
@@ -113,17 +113,30 @@ class HeuristicProposer:
                 ideas.append((why, Schedule.of([outer, inner, Vectorize(), Hoist(), *peel])))
                 if rank:
                     break
-        # Layout-aware ideas (read from the indexing maps) go first, so the first round measures them
-        # all: when B is stored n x k, the plain register tile above gathers every vector of B.
-        layout = [self._lanes_along_k(kernel, M, N, K, b, hw), self._b_block_in_l1(kernel, M, N, K, b, hw),
-                  self._pack_b_panels(kernel, M, N, b, hw)]
-        layout = [idea for idea in layout if idea is not None]
-        ideas[:0] = layout
         mr, nr = register_tiles(hw, M, N)[0]
         ideas.insert(2, ("register tile only, k innermost: no cache blocking",
                          Schedule.of([Tile(tuple(b + [mr, nr, 1])), Vectorize(), Hoist(),
                                       *([Peel()] if M % mr or N % nr else [])])))
-        return ideas
+        if M % mr or N % nr:
+            ideas.insert(1, self._padded(M, N, K, b, mr, nr, hw))
+        # Layout-aware ideas (read from the indexing maps) go first, so the first round measures them
+        # all: when B is stored n x k, the plain register tile above gathers every vector of B.
+        layout = [self._lanes_along_k(kernel, M, N, K, b, hw), self._b_block_in_l1(kernel, M, N, K, b, hw),
+                  self._pack_b_panels(kernel, M, N, b, hw)]
+        return [idea for idea in layout if idea is not None] + ideas
+
+    @staticmethod
+    def _padded(M: int, N: int, K: int, b: list[int], mr: int, nr: int, hw: Hardware) -> tuple[str, Schedule]:
+        """Sizes with no good divisor (primes): pad m and n up to the register tile so every tile
+        is full and vectorizes, instead of peeling a scalar remainder."""
+        Mp, Np = -(-M // mr) * mr, -(-N // nr) * nr
+        kc = snap(K, hw.l1d_bytes / ((mr + nr) * F32))
+        mc, nc = snap(Mp, 8 * mr, mr), snap(Np, hw.l2_bytes / (4 * kc * F32), nr)
+        order = tuple(range(len(b))) + tuple(x + len(b) for x in (0, 2, 1))
+        why = (f"m={M} and n={N} leave partial {mr}x{nr} register tiles: pad them with zeros to {Mp}x{Np} so every "
+               f"tile is full, then block {mc}x{nc}x{kc} and vectorize")
+        return why, Schedule.of([Pad(tuple([1] * len(b) + [mr, nr, 1])), Tile(tuple(b + [mc, nc, kc]), order),
+                                 Tile(tuple(b + [mr, nr, 1])), Vectorize(), Hoist()])
 
     @staticmethod
     def _b_block_in_l1(kernel: Kernel, M: int, N: int, K: int, b: list[int], hw: Hardware
