@@ -39,6 +39,13 @@ FULL = {"kernels": [("matmul", (256, 256, 256)), ("matmul", (512, 512, 512)), ("
                     ("matmul_bias_relu", (256, 256, 256)), ("llama3_attention", None), ("llama3_mlp", None),
                     ("deepseek_moe_expert", None), ("flux_attention", None), ("flux_vae_conv", None)],
         "budgets": (8, 16, 32, 64), "seeds": (0, 1, 2)}
+# Held out: shapes drawn once (both B layouts, batch, strided and dilated convs, odd and prime sizes,
+# a fused epilogue) and never used while developing proposers; --full reports them in their own table.
+HELDOUT = {"kernels": [("matmul", (384, 320, 448)), ("matmul", (127, 509, 263)), ("matmul_transpose_b", (96, 1536, 1024)),
+                       ("matmul_transpose_b", (16, 3072, 768)), ("batch_matmul", (6, 96, 160, 80)),
+                       ("conv2d", (1, 35, 35, 48, 64, 3, 3, 2, 1)), ("conv2d", (1, 30, 30, 32, 32, 3, 3, 1, 2)),
+                       ("matmul_bias_relu", (200, 300, 400))],
+           "budgets": (8, 16, 32, 64), "seeds": (0, 1, 2)}
 STRATEGIES = [("mcts", "heuristic"), ("mcts", "random"), ("random", "-"), ("evolutionary", "-")]
 
 
@@ -118,17 +125,20 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_true", help="4 small kernels, budgets 8-32, 2 seeds (< 15 min)")
-    mode.add_argument("--full", action="store_true", help="the whole kernel set, budgets 8-64, 3 seeds")
+    mode.add_argument("--full", action="store_true", help="the whole kernel set, budgets 8-64, 3 seeds, then the "
+                      "held-out set in its own table")
+    mode.add_argument("--heldout", action="store_true", help="only the held-out set (shapes never used to develop "
+                      "proposers), budgets 8-64")
     p.add_argument("--out", help="results folder (default results/<quick|full>-<date>)")
     p.add_argument("--seeds", type=int, help="number of seeds (overrides the mode's)")
     p.add_argument("--llm-base-url", help="also run MCTS + LLM against this endpoint ('local' for SmolLM2)")
     p.add_argument("--llm-model")
     p.add_argument("--update-readme", action="store_true", help="replace the results table in README.md")
     args = p.parse_args(argv)
-    plan = dict(QUICK if args.quick else FULL)
+    plan = dict(QUICK if args.quick else HELDOUT if args.heldout else FULL)
     if args.seeds:
         plan["seeds"] = tuple(range(args.seeds))
-    mode_name = "quick" if args.quick else "full"
+    mode_name = "quick" if args.quick else "full" if args.full else "heldout"
     out = Path(args.out or ROOT / "results" / f"{mode_name}-{time.strftime('%Y%m%d-%H%M')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     log_file = (out / "log.txt").open("a")  # a resumed run adds to the first one's log
@@ -139,6 +149,20 @@ def main(argv=None) -> int:
         log_file.flush()
 
     llm = {"base_url": args.llm_base_url, "model": args.llm_model} if args.llm_base_url else None
+    plans = [(mode_name, plan, out, "heldout" if args.heldout else "bench")]
+    if args.full:  # then the held-out set, with the same seeds, in its own table
+        plans.append(("heldout", dict(HELDOUT, seeds=plan["seeds"]), out / "heldout", "heldout"))
+    for name, this_plan, folder, marker in plans:
+        folder.mkdir(parents=True, exist_ok=True)
+        table = compare(name, this_plan, folder, llm, log)
+        if args.update_readme:
+            update_readme(table, folder, marker)
+    log(f"wrote {out}")
+    return 0
+
+
+def compare(mode_name: str, plan: dict, out: Path, llm: dict | None, log) -> str:
+    """Tune, re-time and summarize one kernel list into `out`; the Markdown table."""
     started = time.monotonic()
     dbs = databases(out, llm)
     runs, kernels = tune_all(plan, dbs, llm, log)
@@ -161,10 +185,7 @@ def main(argv=None) -> int:
     table = markdown(results, meta)
     (out / "table.md").write_text(table)
     log(table)
-    if args.update_readme:
-        update_readme(table, out)
-    log(f"wrote {out}")
-    return 0
+    return table
 
 
 def _curve(run: Run, naive: float) -> list[float]:
@@ -181,10 +202,10 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
 
 
-def update_readme(table: str, out: Path) -> None:
+def update_readme(table: str, out: Path, marker: str = "bench") -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     block = f"{start}\n{table}\nPlots and raw data: `{where}/`.\n{end}"
     if start in text and end in text:

@@ -81,3 +81,23 @@ def test_bench_run_end_to_end_on_a_tiny_plan(tmp_path, monkeypatch):
         with sqlite3.connect(tmp_path / f"bench-{strategy}.db") as c:
             names = [r[0] for r in c.execute("SELECT name FROM studies")]
         assert len(names) == 1 and f"/{strategy.split('+')[0]}/" in names[0]
+
+
+def test_the_held_out_set_covers_what_it_promises_and_runs_in_its_own_table(tmp_path, monkeypatch):
+    import bench.run
+    from rcompiler.kernels import get_kernel
+
+    kernels = [get_kernel(name, shape) for name, shape in bench.run.HELDOUT["kernels"]]
+    kinds = {k.kind for k in kernels}
+    assert {"matmul", "matmul_transpose_b", "batch_matmul", "conv2d", "matmul_bias_relu"} <= kinds
+    assert any(all(d in (127, 509, 263) for d in k.dims.values()) for k in kernels)  # primes
+    assert any(k.kind == "conv2d" and k.dims.get("stride", 1) > 1 for k in kernels)
+    assert any(k.kind == "conv2d" and k.dims.get("dilation", 1) > 1 for k in kernels)
+    assert not {(n, s) for n, s in bench.run.HELDOUT["kernels"]} & {(n, s) for n, s in bench.run.FULL["kernels"]}
+    monkeypatch.setattr(bench.run, "HELDOUT", {"kernels": [("matmul", (24, 40, 56))], "budgets": (2,), "seeds": (0,)})
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- heldout:start -->\nold\n<!-- heldout:end -->\n")
+    monkeypatch.setattr(bench.run, "ROOT", tmp_path)
+    assert bench.run.main(["--heldout", "--out", str(tmp_path / "h"), "--update-readme"]) == 0
+    text = readme.read_text()
+    assert "old" not in text and "Benchmark `heldout`" in text and "| matmul[24x40x56] | mcts+heuristic |" in text
