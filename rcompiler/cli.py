@@ -82,7 +82,6 @@ def _tune(args, kernel, db, out: Path) -> int:
     from tqdm import tqdm
 
     from rcompiler import report
-    from rcompiler.lifetime import interruptible
     from rcompiler.search.tuner import Tuner
 
     config = _config(args)
@@ -95,15 +94,7 @@ def _tune(args, kernel, db, out: Path) -> int:
             bar.set_postfix_str(f"best {kernel.flops / best / 1e9:.1f} GFLOP/s, "
                                 f"{tuner.naive_seconds / best:.1f}x, last {sample.status}")
 
-    with interruptible():
-        try:
-            tuner = Tuner(kernel, config, db, on_sample=progress)
-            result = tuner.run()
-        except (ValueError, RuntimeError) as err:
-            fail(str(err), code=1)
-        finally:
-            bar.close()
-        paths = report.write(result, out)
+    tuner, result, paths = _run(lambda: Tuner(kernel, config, db, on_sample=progress), bar, report.write, out)
     best = result.best
     if tuner.error is not None:
         print(f"error: {tuner.error}; the {len(result.samples)} samples done are in {paths['report']}",
@@ -125,6 +116,21 @@ def _tune(args, kernel, db, out: Path) -> int:
     return tuner.interrupt.exit_code if tuner.interrupt else 0
 
 
+def _run(make_tuner, bar, write, out: Path):
+    """Run a tuner; Ctrl-C or SIGTERM winds it up, and its outputs are written either way."""
+    from rcompiler.lifetime import interruptible
+
+    with interruptible():
+        try:
+            tuner = make_tuner()
+            result = tuner.run()
+        except (ValueError, RuntimeError) as err:
+            fail(str(err), code=1)
+        finally:
+            bar.close()
+        return tuner, result, write(result, out)
+
+
 def _config(args):
     from rcompiler.measure import Limits
     from rcompiler.search.tuner import TuneConfig
@@ -142,7 +148,6 @@ def _tune_module(args, program, db, out: Path) -> int:
     from tqdm import tqdm
 
     from rcompiler import report
-    from rcompiler.lifetime import interruptible
     from rcompiler.search.module_tuner import ModuleTuner
 
     distinct = len(program.distinct())
@@ -153,15 +158,8 @@ def _tune_module(args, program, db, out: Path) -> int:
         bar.update(1)
         bar.set_description_str(f"{program.name}: {tuner.kernel.label}")
 
-    with interruptible():
-        try:
-            tuner = ModuleTuner(program, _config(args), db, on_sample=progress)
-            result = tuner.run()
-        except (ValueError, RuntimeError) as err:
-            fail(str(err), code=1)
-        finally:
-            bar.close()
-        paths = report.write_module(result, out)
+    tuner, result, paths = _run(lambda: ModuleTuner(program, _config(args), db, on_sample=progress), bar,
+                                report.write_module, out)
     naive = [t for t in program.tasks if t.kernel is None]
     notes = f"; {len(naive)} group(s) left naive" if naive else ""
     if result.stopped:
