@@ -11,9 +11,7 @@ from typing import Callable
 
 ID2 = "affine_map<(d0, d1) -> (d0, d1)>"
 ROW = "affine_map<(d0, d1) -> (d0)>"
-COL = "affine_map<(d0, d1) -> (d1)>"
 ID4 = "affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>"
-CH4 = "affine_map<(d0, d1, d2, d3) -> (d1)>"
 
 
 def _t(*shape: int) -> str:

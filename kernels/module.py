@@ -16,7 +16,7 @@ the module given, is what is compiled and timed end to end.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .base import Kernel, KernelError
 from .user import kernel_from_mlir
@@ -79,7 +79,7 @@ def load_program(text: str, func_name: str | None = None, name: str | None = Non
         groups = partition(list(entry.regions[0].blocks[0].operations))
         names = []
         for i, group in enumerate(groups):
-            _outline(ir, module, entry, group, f"task_{i}")
+            _outline(ir, module, group, f"task_{i}")
             names.append((f"task_{i}", tuple(op.name for op in group)))
         passmanager.PassManager.parse("builtin.module(canonicalize,cse)").run(module.operation)
         module.operation.verify()
@@ -140,7 +140,7 @@ def _walk_linalg(func):
 
 
 # -- outlining -----------------------------------------------------------------------
-def _outline(ir, module, entry, group: list, name: str) -> None:
+def _outline(ir, module, group: list, name: str) -> None:
     from mlir.dialects import func
 
     inside = {hash(o.operation) for op in group for o in _nested(op)}
@@ -207,13 +207,7 @@ def _task(ir, name: str, ops: tuple[str, ...], fn) -> Task:
         return Task(name, ops, None, f"cannot be scheduled: {err}")
     if kernel.ops != tuple(o for o in ops if o.startswith("linalg.")) or len(kernel.structure) != len(ops):
         return Task(name, ops, None, "its standalone form differs from the module's ops")
-    label = "+".join(o.removeprefix("linalg.") for o in ops)
-    shape = "x".join(map(str, kernel.structure[kernel.main_index].sizes))
-    return Task(name, ops, _renamed(kernel, label, shape))
-
-
-def _renamed(kernel: Kernel, label: str, shape: str) -> Kernel:
-    from dataclasses import replace
-
+    # Named by its ops, sized by its main op's loops: fill+matmul+generic[64x512x256].
     sizes = kernel.structure[kernel.main_index].sizes
-    return replace(kernel, name=label, dims={f"d{i}": s for i, s in enumerate(sizes)})
+    return Task(name, ops, replace(kernel, name="+".join(o.removeprefix("linalg.") for o in ops),
+                                   dims={f"d{i}": s for i, s in enumerate(sizes)}))

@@ -40,8 +40,8 @@ def import_onnx(path: str | Path) -> str:
 
 
 def as_program(module, func: str | None = None):
-    """A module of several tasks (a built-in model block, MLIR text, a .mlir path or an
-    mlir.ir.Module whose entry function splits into tasks), else None."""
+    """A built-in model block, MLIR text, a .mlir or .onnx path or an mlir.ir.Module, split into
+    tasks (read once); None for a built-in kernel or a Kernel."""
     from rcompiler.kernels.models import MODELS
     from rcompiler.kernels.module import load_program
 
@@ -51,12 +51,10 @@ def as_program(module, func: str | None = None):
         return None
     if isinstance(module, Path) or (isinstance(module, str) and module.endswith((".mlir", ".onnx"))
                                     and "\n" not in module):
-        program = load_program(_read(Path(module)), func, name=Path(module).stem)
-    elif isinstance(module, str) or hasattr(module, "operation"):
-        program = load_program(str(module), func)
-    else:
-        return None
-    return program if len(program.tasks) > 1 else None
+        return load_program(_read(Path(module)), func, name=Path(module).stem)
+    if isinstance(module, str) or hasattr(module, "operation"):
+        return load_program(str(module), func)
+    return None
 
 
 def tune(module_or_kernel, budget: int = 32, strategy: str = "mcts", proposer: str = "heuristic", *,
@@ -78,6 +76,9 @@ def tune(module_or_kernel, budget: int = 32, strategy: str = "mcts", proposer: s
     from rcompiler.search.tuner import TuneConfig, Tuner
 
     program = as_program(module_or_kernel, func) if shape is None else None
+    kernel = program.original if program is not None else None
+    if program is not None and len(program.tasks) < 2:
+        program = None  # one task: tune the function as a kernel
     config = TuneConfig(strategy, proposer, budget, seed, threads, time_budget,
                         limits=Limits(min_time=min_time), llm=llm or {})
     database = Database(db)
@@ -86,7 +87,7 @@ def tune(module_or_kernel, budget: int = 32, strategy: str = "mcts", proposer: s
             if program is not None:
                 result = ModuleTuner(program, config, database).run()
             else:
-                result = Tuner(as_kernel(module_or_kernel, shape), config, database).run()
+                result = Tuner(kernel or as_kernel(module_or_kernel, shape), config, database).run()
     finally:
         database.close()
     if out is not None:

@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         program = program_from_args(args)
         kernel = program.original if program else kernel_from_args(args)
+        if program is not None and len(program.tasks) < 2:
+            program = None  # one task: tune the function as a kernel
     except KernelError as err:
         fail(str(err))
     if args.budget < 1:

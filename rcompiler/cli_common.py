@@ -28,8 +28,8 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def program_from_args(args: argparse.Namespace):
-    """A module to tune task by task (--model, or an MLIR file whose entry function splits into
-    several tasks), else None: a single kernel."""
+    """The input split into tasks (--model, or an MLIR or ONNX file, read once), else None for a
+    built-in kernel. A program of fewer than two tasks is tuned as its `original` kernel."""
     from rcompiler.kernels.models import MODELS
     from rcompiler.kernels.module import load_program
 
@@ -39,8 +39,7 @@ def program_from_args(args: argparse.Namespace):
         return load_program(MODELS[args.model].build(), name=args.model)
     if args.mlir_file and not args.kernel and not args.shape:
         path = Path(args.mlir_file)
-        program = load_program(read_module(path), args.func, name=path.stem)
-        return program if len(program.tasks) > 1 else None
+        return load_program(read_module(path), args.func, name=path.stem)
     return None
 
 

@@ -64,8 +64,9 @@ class LocalServer:
         if importlib.util.find_spec("llama_cpp") is None:
             raise RuntimeError('--llm-base-url local needs llama.cpp: pip install -e ".[local-llm]" '
                                "(builds from source, about 10 minutes)")
-        if amx_libraries():
-            raise RuntimeError(f"llama.cpp was built with ggml's AMX code ({amx_libraries()[0].name}), which "
+        amx = amx_libraries()
+        if amx:
+            raise RuntimeError(f"llama.cpp was built with ggml's AMX code ({amx[0].name}), which "
                                "crashes on hosts that advertise AMX without granting it; rebuild it portably: "
                                f'CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}" pip install --force-reinstall --no-cache-dir '
                                f'--no-deps "llama-cpp-python[server]==0.3.36"')

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import rcompiler
+from mlir_snippets import matmul_on_tensors
 from rcompiler.jit import mlir_tool
 from rcompiler.kernels import KernelError, kernel_from_mlir
 from rcompiler.kernels.models import resnet_block
@@ -86,22 +87,9 @@ def test_a_resnet_style_block_in_nchw(tmp_path):
     assert all(o.best.schedule.has("im2col") for o in result.tasks), [str(o.best.schedule) for o in result.tasks]
 
 
-TWO_FUNCTIONS = """
-func.func @small(%a: tensor<8x8xf32>, %b: tensor<8x8xf32>) -> tensor<8x8xf32> {
-  %z = arith.constant 0.0 : f32
-  %e = tensor.empty() : tensor<8x8xf32>
-  %f = linalg.fill ins(%z : f32) outs(%e : tensor<8x8xf32>) -> tensor<8x8xf32>
-  %r = linalg.matmul ins(%a, %b : tensor<8x8xf32>, tensor<8x8xf32>) outs(%f : tensor<8x8xf32>) -> tensor<8x8xf32>
-  return %r : tensor<8x8xf32>
-}
-func.func @big(%a: tensor<64x32xf32>, %b: tensor<32x16xf32>) -> tensor<64x16xf32> {
-  %z = arith.constant 0.0 : f32
-  %e = tensor.empty() : tensor<64x16xf32>
-  %f = linalg.fill ins(%z : f32) outs(%e : tensor<64x16xf32>) -> tensor<64x16xf32>
-  %r = linalg.matmul ins(%a, %b : tensor<64x32xf32>, tensor<32x16xf32>) outs(%f : tensor<64x16xf32>) -> tensor<64x16xf32>
-  return %r : tensor<64x16xf32>
-}
-"""
+# Two functions in one module: the small one first.
+TWO_FUNCTIONS = (matmul_on_tensors(8, 8, 8).replace("@mm(", "@small(")
+                 + matmul_on_tensors(64, 16, 32).replace("@mm(", "@big("))
 
 
 def test_two_functions_the_chosen_one_gives_sizes_and_flops():

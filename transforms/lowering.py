@@ -1,8 +1,8 @@
 """Applying a transform script to a payload and lowering the result to the LLVM dialect.
 
 One documented pipeline, used after every script (and alone for the naive baseline):
-bufferize what is still on tensors, free what is allocated, clean up, lower vector/linalg/scf/memref to
-LLVM. `convert-ub-to-llvm` is required: the vectorizer leaves `ub.poison`.
+bufferize what is still on tensors, free what is allocated, clean up, lower
+vector/linalg/scf/memref to LLVM. `convert-ub-to-llvm` is required: the vectorizer leaves `ub.poison`.
 Multi-threaded schedules (scf.forall) go through MLIR's async runtime.
 """
 from __future__ import annotations

@@ -146,9 +146,8 @@ class HeuristicProposer:
         cache set and only `ways` rows stay in L1. Then also try a B block `ways` deep in k
         kept in L1, with strips of A and C streamed past it (loops n, k, m; m innermost);
         whether it wins is for the measurement to say."""
-        op = kernel.structure[kernel.main_index]
-        m_loop, n_loop, k_loop = len(b), len(b) + 1, len(b) + 2
-        B = next((o for o in op.inputs if o.stride_bytes(m_loop) == 0 and o.stride_bytes(n_loop)), None)
+        n_loop, k_loop = len(b) + 1, len(b) + 2
+        B = _b_operand(kernel, len(b))
         if B is None:
             return None
         strides = {"n": B.stride_bytes(n_loop), "k": B.stride_bytes(k_loop)}
@@ -205,10 +204,8 @@ class HeuristicProposer:
         vector loads along n would each gather one element from every row. Packing copies B
         (and A) into contiguous panels of the register tile's shape first; the copy costs a pass
         over B, so it pays when M is large enough to reuse each panel many times: measure it."""
-        op = kernel.structure[kernel.main_index]
-        m_loop, n_loop = len(b), len(b) + 1
-        B = next((o for o in op.inputs if o.stride_bytes(m_loop) == 0 and o.stride_bytes(n_loop)), None)
-        if B is None or B.contiguous_loop() == n_loop:
+        B = _b_operand(kernel, len(b))
+        if B is None or B.contiguous_loop() == len(b) + 1:
             return None
         tile = next(((mr, nr) for mr, nr in register_tiles(hw, M, N) if M % mr == 0 and N % nr == 0), None)
         if tile is None:
@@ -356,6 +353,14 @@ class HeuristicProposer:
             note = f" (this kind of edit changed speed by {2 ** learned[kind]:.2f}x on average so far)"
         base = ctx.result.describe() if ctx.result else str(ctx.schedule)
         return f"edit: {desc}{note}; from {base[:200]}"
+
+
+def _b_operand(kernel: Kernel, batch: int):
+    """The main contraction's B, read from the indexing maps: the input that n indexes and m
+    does not (loops after `batch` batch loops are m, n, k)."""
+    m_loop, n_loop = batch, batch + 1
+    return next((o for o in kernel.structure[kernel.main_index].inputs
+                 if o.stride_bytes(m_loop) == 0 and o.stride_bytes(n_loop)), None)
 
 
 def edit_kind(desc: str) -> str:

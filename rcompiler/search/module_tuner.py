@@ -97,6 +97,7 @@ class ModuleTuner:
         # Each task is an open-ended study; the module's budget and time budget rule.
         task_config = replace(config, budget=10**9, time_budget=None)
         self.tuners = [Tuner(o.task.kernel, task_config, db, on_sample) for o in self.outcomes]
+        self.interrupt: Interrupted | None = None
 
     def run(self) -> ModuleResult:
         start = time.monotonic()
@@ -114,8 +115,6 @@ class ModuleTuner:
                 outcome.result = tuner.finish()
         result.wall_seconds = time.monotonic() - start
         return result
-
-    interrupt: Interrupted | None = None
 
     def _tune_tasks(self, start: float) -> None:
         cfg = self.config

@@ -1,7 +1,8 @@
 """What the LLM reads and how its answer is checked.
 
 The prompt carries what a performance engineer looks at: the op and its loops,
-the payload IR and how each operand is laid out (from the indexing maps), the machine, the vocabulary with this kernel's legal parameters, the current
+the payload IR and how each operand is laid out (from the indexing maps), the
+machine, the vocabulary with this kernel's legal parameters, the current
 schedule and the measured history around it. The answer is JSON
 `{"rationale": str, "schedules": [[step, ...], ...]}`; the schema below
 constrains it on servers that support schemas.

@@ -76,9 +76,7 @@ class TuneResult:
 
     @property
     def best(self) -> SampleRecord | None:
-        ok = [s for s in self.samples if s.status == "ok" and s.seconds]
-        # Ties are real (the clock ticks in 10 ns); break them as the database's `best` does.
-        return min(ok, key=lambda s: (s.seconds, s.key)) if ok else None
+        return fastest(self.samples)
 
     @property
     def first_guess(self) -> SampleRecord | None:
@@ -104,6 +102,13 @@ class TuneResult:
                 best = max(best, s.speedup)
             out.append(best)
         return out
+
+
+def fastest(samples: list[SampleRecord]) -> SampleRecord | None:
+    """The fastest verified sample. Ties are real (the clock ticks in 10 ns); break them as the
+    database's `best` does."""
+    ok = [s for s in samples if s.status == "ok" and s.seconds]
+    return min(ok, key=lambda s: (s.seconds, s.key)) if ok else None
 
 
 def make_strategy(kernel: Kernel, hardware: Hardware, config: TuneConfig, db: Database):
@@ -242,8 +247,8 @@ class Tuner:
                           dict(getattr(self.strategy, "stats", {})))
 
     def best_schedule_so_far(self) -> Schedule | None:
-        ok = [s for s in self.samples if s.status == "ok" and s.seconds]
-        return min(ok, key=lambda s: (s.seconds, s.key)).schedule if ok else None
+        best = fastest(self.samples)
+        return best.schedule if best else None
 
     def _all_timed_out(self) -> str | None:
         """Why to stop, when the first candidates measured all ran out of time: more of the
