@@ -60,14 +60,15 @@ def as_program(module, func: str | None = None):
 def tune(module_or_kernel, budget: int = 32, strategy: str = "mcts", proposer: str = "heuristic", *,
          shape=None, func: str | None = None, seed: int = 0, threads: int = 1, db: str | Path = "runs/tuning.db",
          out: str | Path | None = None, time_budget: float | None = None, min_time: float = 0.2,
-         llm: dict | None = None):
+         llm: dict | None = None, cluster=None):
     """Tune a kernel, or a whole module task by task.
 
     A kernel gives a TuneResult (best schedule, its script, times, history); a module whose
     entry function splits into several tasks (or a built-in model block) gives a
     ModuleResult (per-task results, the composed program's script, end-to-end times).
     With `out`, also writes best.mlir, report.json and a plot there (and payload.mlir
-    for a module)."""
+    for a module). `cluster`: build and time on a Ray cluster, given as an address (see
+    rcompiler.cluster.connect) or a connected rcompiler.cluster.Cluster (or one of its groups)."""
     from rcompiler import report
     from rcompiler.db import Database
     from rcompiler.lifetime import interruptible
@@ -82,14 +83,24 @@ def tune(module_or_kernel, budget: int = 32, strategy: str = "mcts", proposer: s
     config = TuneConfig(strategy, proposer, budget, seed, threads, time_budget,
                         limits=Limits(min_time=min_time), llm=llm or {})
     database = Database(db)
+    connected = None
     try:
+        backend = cluster
+        if isinstance(cluster, str):
+            from rcompiler.cluster import connect
+
+            backend = connected = connect(cluster)
+        if hasattr(backend, "group"):
+            backend = backend.group()
         with interruptible():  # Ctrl-C ends the run with what it measured (result.stopped says so)
             if program is not None:
-                result = ModuleTuner(program, config, database).run()
+                result = ModuleTuner(program, config, database, backend=backend).run()
             else:
-                result = Tuner(kernel or as_kernel(module_or_kernel, shape), config, database).run()
+                result = Tuner(kernel or as_kernel(module_or_kernel, shape), config, database, backend=backend).run()
     finally:
         database.close()
+        if connected is not None:
+            connected.close()
     if out is not None:
         (report.write_module if program is not None else report.write)(result, out)
     return result

@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply-best", action="store_true",
                    help="no tuning: write the best schedule the database knows for this kernel here")
     p.add_argument("--quiet", action="store_true", help="no progress bar; print only the result line")
+    p.add_argument("--cluster", nargs="?", const="auto", metavar="ADDRESS",
+                   help="build and time on a Ray cluster (the ray extra): its head's HOST:PORT, ray://HOST:PORT, "
+                        "or auto (the default: $RAY_ADDRESS, or the cluster this machine is in)")
+    p.add_argument("--hardware", metavar="FINGERPRINT",
+                   help="with --cluster: tune only for the runners of this hardware (default: every kind the "
+                        "cluster has, each into its own folder under --out)")
     llm = p.add_argument_group("LLM proposer (--proposer llm)")
     llm.add_argument("--llm-model", help="model name (default: $RCOMPILER_LLM_MODEL or the server's first model)")
     llm.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or OpenAI); "
@@ -75,12 +81,41 @@ def main(argv: list[str] | None = None) -> int:
         if program is not None:
             fail("--apply-best takes a single kernel; a module's best program is its run's best.mlir and payload.mlir")
         return _apply_best(kernel, db, out)
-    if program is not None:
-        return _tune_module(args, program, db, out)
-    return _tune(args, kernel, db, out)
+    if args.cluster is None:
+        return _tune_module(args, program, db, out) if program is not None else _tune(args, kernel, db, out)
+    return _tune_on_cluster(args, kernel, program, db, out)
 
 
-def _tune(args, kernel, db, out: Path) -> int:
+def _tune_on_cluster(args, kernel, program, db, out: Path) -> int:
+    """Tune on a Ray cluster: once per kind of hardware its runners have."""
+    from rcompiler.cluster import ClusterError, connect
+
+    if args.threads > 1:
+        fail("--cluster times each candidate on one core: tune multi-threaded schedules without it")
+    try:
+        cluster = connect(args.cluster)
+    except ClusterError as err:
+        fail(str(err))
+    try:
+        groups = [cluster.group(args.hardware)] if args.hardware else list(cluster.groups.values())
+    except ClusterError as err:
+        cluster.close()
+        fail(str(err))
+    code = 0
+    try:
+        for group in groups:
+            where = out / group.hardware.fingerprint if len(groups) > 1 else out
+            if not args.quiet:
+                print(f"cluster {cluster.address}: {len(group.runners)} runner(s) on {group.hardware.describe()}, "
+                      f"{cluster.builders} builder CPU(s)")
+            code = max(code, _tune_module(args, program, db, where, group) if program is not None
+                       else _tune(args, kernel, db, where, group))
+    finally:
+        cluster.close()
+    return code
+
+
+def _tune(args, kernel, db, out: Path, backend=None) -> int:
     from tqdm import tqdm
 
     from rcompiler import report
@@ -93,10 +128,12 @@ def _tune(args, kernel, db, out: Path) -> int:
         bar.update(1)
         best = tuner.best_seconds
         if best:
-            bar.set_postfix_str(f"best {kernel.flops / best / 1e9:.1f} GFLOP/s, "
-                                f"{tuner.naive_seconds / best:.1f}x, last {sample.status}")
+            bar.set_postfix_str(", ".join(filter(None, (
+                f"best {kernel.flops / best / 1e9:.1f} GFLOP/s", f"{tuner.naive_seconds / best:.1f}x",
+                f"last {sample.status}", tuner.backend.progress()))))
 
-    tuner, result, paths = _run(lambda: Tuner(kernel, config, db, on_sample=progress), bar, report.write, out)
+    tuner, result, paths = _run(lambda: Tuner(kernel, config, db, on_sample=progress, backend=backend), bar,
+                                report.write, out)
     best = result.best
     if tuner.error is not None:
         print(f"error: {tuner.error}; the {len(result.samples)} samples done are in {paths['report']}",
@@ -145,7 +182,7 @@ def _config(args):
                       llm)
 
 
-def _tune_module(args, program, db, out: Path) -> int:
+def _tune_module(args, program, db, out: Path, backend=None) -> int:
     """Tune every task of a module, then verify and time the composed program end to end."""
     from tqdm import tqdm
 
@@ -159,9 +196,11 @@ def _tune_module(args, program, db, out: Path) -> int:
     def progress(sample, tuner):
         bar.update(1)
         bar.set_description_str(f"{program.name}: {tuner.kernel.label}")
+        if tuner.backend.progress():
+            bar.set_postfix_str(tuner.backend.progress())
 
-    tuner, result, paths = _run(lambda: ModuleTuner(program, _config(args), db, on_sample=progress), bar,
-                                report.write_module, out)
+    tuner, result, paths = _run(lambda: ModuleTuner(program, _config(args), db, on_sample=progress, backend=backend),
+                                bar, report.write_module, out)
     naive = [t for t in program.tasks if t.kernel is None]
     notes = f"; {len(naive)} group(s) left naive" if naive else ""
     if result.stopped:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,12 +58,17 @@ class DatabaseError(RuntimeError):
     """The tuning database cannot be opened, read or written; the message says which and why."""
 
 
+_LOCK = threading.RLock()
+
+
 def _guarded(method):
-    """Turn SQLite and file-system errors into a DatabaseError that names the file."""
+    """Turn SQLite and file-system errors into a DatabaseError that names the file; one call at
+    a time (the tasks of a module are tuned from several threads when a cluster times them)."""
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         try:
-            return method(self, *args, **kwargs)
+            with _LOCK:
+                return method(self, *args, **kwargs)
         except (sqlite3.Error, OSError) as err:
             raise DatabaseError(f"tuning database {self.path}: {_explain(err)}") from err
     return call
@@ -84,7 +90,8 @@ class Database:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
+                                    check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         # A damaged file must fail loudly here, never read as an empty study.

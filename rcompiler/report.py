@@ -44,13 +44,18 @@ def summary(result: TuneResult) -> dict:
         "llm": result.proposer_stats or None,
         "strategy_stats": result.strategy_stats or None,
         "wall_seconds": result.wall_seconds,
-        "samples": [{
-            "seq": s.seq, "status": s.status, "seconds": s.seconds, "gflops": gf(s.seconds),
-            "speedup": s.speedup, "hash": s.key, "parent": s.parent, "proposer": s.proposer,
-            "rationale": s.rationale, "reason": s.reason, "schedule": s.schedule.to_json(),
-            "reused": s.reused,
-        } for s in result.samples],
+        "runners": result.runner_stats or None,
+        "samples": [_sample(s, gf) for s in result.samples],
     }
+
+
+def _sample(s, gf) -> dict:
+    extra = s.measurement.extra if s.measurement is not None and not s.reused else {}
+    return {"seq": s.seq, "status": s.status, "seconds": s.seconds, "gflops": gf(s.seconds), "speedup": s.speedup,
+            "hash": s.key, "parent": s.parent, "proposer": s.proposer, "rationale": s.rationale,
+            "reason": s.reason, "schedule": s.schedule.to_json(), "reused": s.reused,
+            # on a cluster: which builder task and which runner actor measured it
+            **{k: extra[k] for k in ("builder", "runner") if k in extra}}
 
 
 def _first_guess(result: TuneResult) -> dict | None:
@@ -134,9 +139,7 @@ def module_summary(result) -> dict:
             "status": ("in the program" if in_program else f"left naive: {result.dropped[o.task.key]}"
                        if o.task.key in result.dropped else "no verified schedule"),
             "stopped": r.stopped if r else None,
-            "samples_detail": [{"seq": s.seq, "status": s.status, "seconds": s.seconds, "speedup": s.speedup,
-                                "hash": s.key, "parent": s.parent, "proposer": s.proposer, "rationale": s.rationale,
-                                "reason": s.reason, "schedule": s.schedule.to_json(), "reused": s.reused}
+            "samples_detail": [_sample(s, lambda sec, k=o.task.kernel: k.flops / sec / 1e9 if sec else None)
                                for s in (r.samples if r else [])],
         })
     return {
@@ -153,6 +156,7 @@ def module_summary(result) -> dict:
         "naive_tasks": [{"function": t.name, "ops": list(t.ops), "reason": t.reason}
                         for t in p.tasks if t.kernel is None],
         "naive_ops": list(p.naive_ops), "wall_seconds": result.wall_seconds,
+        "runners": result.runner_stats or None,
     }
 
 

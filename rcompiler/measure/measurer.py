@@ -78,7 +78,7 @@ class Limits:
                       self.min_time)
 
 
-def _init_worker(cpus: set[int] | None, parent_pid: int) -> None:
+def init_worker(cpus: set[int] | None, parent_pid: int) -> None:
     # A worker stuck in LLVM never runs a Python signal handler: the kernel kills it with the run.
     die_with_parent(parent_pid)
     # Workers never use BLAS threads; keep their math libraries single-threaded.
@@ -96,7 +96,47 @@ def _death_reason(exitcode: int | None) -> str:
     return f"worker exited with code {exitcode}"
 
 
-class Measurer:
+class MeasurerBase:
+    """What every measurer shares: the reference outputs and the single-candidate calls.
+    A subclass measures many candidates (`measure_many`) where its workers are."""
+
+    kernel: Kernel
+    seed: int
+    _reference: list[np.ndarray] | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+    def reference(self) -> list[np.ndarray]:
+        """Expected outputs: NumPy for built-ins, the naive lowering for user kernels."""
+        if self._reference is None:
+            if self.kernel.reference is not None:
+                self._reference = self.kernel.reference(self.kernel.make_inputs(self.seed))
+            else:
+                naive = self.measure(Candidate(None), verify=False, return_outputs=True)
+                if not naive.ok:
+                    raise RuntimeError(f"the kernel does not run without transforms: {naive.reason}")
+                self._reference = naive.extra.pop("outputs")
+        return self._reference
+
+    def measure_naive(self) -> Measurement:
+        return self.measure(Candidate(None))  # no cutoff: baselines are timed in full
+
+    def measure(self, candidate: Candidate, cutoff: float | None = None, **options) -> Measurement:
+        return next(iter(self.measure_many([candidate], cutoff, **options)))[1]
+
+    def measure_many(self, candidates: Iterable[Candidate], cutoff: float | None = None, *, verify: bool = True,
+                     return_outputs: bool = False) -> Iterator[tuple[int, Measurement]]:
+        raise NotImplementedError
+
+
+class Measurer(MeasurerBase):
     """Compile, verify and time candidates of one kernel; errors are results."""
 
     def __init__(self, kernel: Kernel, limits: Limits | None = None, seed: int = 0):
@@ -110,9 +150,9 @@ class Measurer:
         self.runner_cpus = {cpus[-1]}
         ctx = multiprocessing.get_context("spawn")  # never fork a process that holds LLVM state
         self._builder = ProcessPool(max_workers=1, max_tasks=200, context=ctx,
-                                    initializer=_init_worker, initargs=(self.builder_cpus, os.getpid()))
+                                    initializer=init_worker, initargs=(self.builder_cpus, os.getpid()))
         self._runner = ProcessPool(max_workers=1, max_tasks=200, context=ctx,
-                                   initializer=_init_worker, initargs=(self.runner_cpus, os.getpid()))
+                                   initializer=init_worker, initargs=(self.runner_cpus, os.getpid()))
         self._runner_all = None  # created on demand for multi-threaded candidates
         self._reference: list[np.ndarray] | None = None
 
@@ -123,28 +163,7 @@ class Measurer:
                 pool.stop()
                 pool.join()
 
-    def __enter__(self) -> "Measurer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # -- reference and baselines -------------------------------------------
-    def reference(self) -> list[np.ndarray]:
-        """Expected outputs: NumPy for built-ins, the naive lowering for user kernels."""
-        if self._reference is None:
-            if self.kernel.reference is not None:
-                self._reference = self.kernel.reference(self.kernel.make_inputs(self.seed))
-            else:
-                naive = self._measure_one(Candidate(None), verify=False, return_outputs=True)
-                if not naive.ok:
-                    raise RuntimeError(f"the kernel does not run without transforms: {naive.reason}")
-                self._reference = naive.extra.pop("outputs")
-        return self._reference
-
-    def measure_naive(self) -> Measurement:
-        return self.measure(Candidate(None))  # no cutoff: baselines are timed in full
-
+    # -- baselines -----------------------------------------------------------
     def measure_numpy(self) -> Measurement | None:
         """NumPy's single-threaded time for matmul-like kernels, in the runner's process."""
         from rcompiler.kernels.library import NUMPY_BASELINES
@@ -153,7 +172,7 @@ class Measurer:
             return None
         future = self._runner.schedule(run_numpy, args=(self.kernel.kind, self.kernel.args, self.seed,
                                                         self.limits.min_time), timeout=self.limits.run_limit)
-        return self._collect(future, "run")
+        return collect_run(future, self.limits.run_limit)
 
     def measure_peak(self) -> float:
         """Single-core f32 FMA peak in GFLOP/s, probed on the runner's core."""
@@ -162,15 +181,12 @@ class Measurer:
         return self._runner.schedule(measure_fma_peak, timeout=self.limits.run_limit).result()
 
     # -- candidates --------------------------------------------------------
-    def measure(self, candidate: Candidate, cutoff: float | None = None) -> Measurement:
-        return next(iter(self.measure_many([candidate], cutoff)))[1]
-
-    def measure_many(self, candidates: Iterable[Candidate], cutoff: float | None = None
-                     ) -> Iterator[tuple[int, Measurement]]:
+    def measure_many(self, candidates: Iterable[Candidate], cutoff: float | None = None, *, verify: bool = True,
+                     return_outputs: bool = False) -> Iterator[tuple[int, Measurement]]:
         """Yield (index, measurement) as each finishes; builds overlap with timing.
         Candidates whose first run is slower than `cutoff` seconds are timed once."""
         candidates = list(candidates)
-        reference = self.reference()
+        reference = self.reference() if verify else None
         window = len(candidates) if self.overlap else 1
         builds: dict[int, object] = {}
         next_build = 0
@@ -194,14 +210,14 @@ class Measurer:
             while not build_future.done():  # hand over timed candidates while this one compiles
                 wait([build_future, *(f for _, _, f in runs)], return_when=FIRST_COMPLETED)
                 yield from finished_runs()
-            built = self._collect_build(build_future)
+            built = collect_build(build_future, self.limits.compile_limit)
             if built.status is not Status.OK:
                 yield i, Measurement(built.status, reason=built.reason, build_seconds=built.seconds)
                 continue
             if cand.threads > 1 and self.overlap:
                 deferred.append((i, built))
                 continue
-            future = self._schedule_run(built, cand, reference, cutoff=cutoff)
+            future = self._schedule_run(built, cand, reference, return_outputs, cutoff)
             if self.overlap:
                 runs.append((i, built, future))
                 yield from finished_runs()
@@ -210,16 +226,9 @@ class Measurer:
         for j, b, f in runs:
             yield j, self._finish_run(b, f)
         for j, b in deferred:  # the builder is idle now: every core is ours
-            yield j, self._finish_run(b, self._schedule_run(b, candidates[j], reference, cutoff=cutoff))
+            yield j, self._finish_run(b, self._schedule_run(b, candidates[j], reference, return_outputs, cutoff))
 
     # -- internals ---------------------------------------------------------
-    def _measure_one(self, cand: Candidate, verify: bool, return_outputs: bool) -> Measurement:
-        built = self._collect_build(self._schedule_build(cand))
-        if built.status is not Status.OK:
-            return Measurement(built.status, reason=built.reason, build_seconds=built.seconds)
-        future = self._schedule_run(built, cand, self.reference() if verify else None, return_outputs)
-        return self._finish_run(built, future)
-
     def _schedule_build(self, cand: Candidate):
         return self._builder.schedule(build, args=(self.kernel.payload, cand.script, cand.threads),
                                       timeout=self.limits.compile_limit)
@@ -235,35 +244,64 @@ class Measurer:
                 # max_tasks: threaded engines are never freed (see rcompiler.jit), so recycle often
                 self._runner_all = ProcessPool(max_workers=1, max_tasks=16,
                                                context=multiprocessing.get_context("spawn"),
-                                               initializer=_init_worker, initargs=(self.all_cpus, os.getpid()))
+                                               initializer=init_worker, initargs=(self.all_cpus, os.getpid()))
             pool = self._runner_all
         return pool.schedule(run, args=(task,), timeout=self.limits.run_limit)
 
     def _finish_run(self, built: BuildResult, future) -> Measurement:
-        result = self._collect(future, "run")
+        result = collect_run(future, self.limits.run_limit)
         result.build_seconds = built.seconds
         return result
 
-    def _collect_build(self, future) -> BuildResult:
-        try:
-            return future.result()
-        except FutureTimeout:
-            return BuildResult(Status.TIMEOUT, reason=f"compile exceeded {self.limits.compile_limit:g} s")
-        except ProcessExpired as err:
-            return BuildResult(Status.CRASH, reason="while compiling: " + _death_reason(err.exitcode))
-        except BrokenProcessPool as err:
-            raise _pool_error(err) from None
-        except Exception as err:  # noqa: BLE001 - an unexpected builder bug is still one candidate's result
-            return BuildResult(Status.APPLY_ERROR, reason=f"{type(err).__name__}: {err}"[:400])
 
-    def _collect(self, future, stage: str) -> Measurement:
-        try:
-            return future.result()
-        except FutureTimeout:
-            return Measurement(Status.TIMEOUT, reason=f"{stage} exceeded {self.limits.run_limit:g} s")
-        except ProcessExpired as err:
-            return Measurement(Status.CRASH, reason="while running: " + _death_reason(err.exitcode))
-        except BrokenProcessPool as err:
-            raise _pool_error(err) from None
-        except Exception as err:  # noqa: BLE001
-            return Measurement(Status.JIT_ERROR, reason=f"{type(err).__name__}: {err}"[:400])
+def collect_build(future, limit: float) -> BuildResult:
+    """A build future's outcome; a time limit or a dead worker is the candidate's result."""
+    try:
+        return future.result()
+    except FutureTimeout:
+        return BuildResult(Status.TIMEOUT, reason=f"compile exceeded {limit:g} s")
+    except ProcessExpired as err:
+        return BuildResult(Status.CRASH, reason="while compiling: " + _death_reason(err.exitcode))
+    except BrokenProcessPool as err:
+        raise _pool_error(err) from None
+    except Exception as err:  # noqa: BLE001 - an unexpected builder bug is still one candidate's result
+        return BuildResult(Status.APPLY_ERROR, reason=f"{type(err).__name__}: {err}"[:400])
+
+
+def collect_run(future, limit: float) -> Measurement:
+    """A run future's outcome, as collect_build."""
+    try:
+        return future.result()
+    except FutureTimeout:
+        return Measurement(Status.TIMEOUT, reason=f"run exceeded {limit:g} s")
+    except ProcessExpired as err:
+        return Measurement(Status.CRASH, reason="while running: " + _death_reason(err.exitcode))
+    except BrokenProcessPool as err:
+        raise _pool_error(err) from None
+    except Exception as err:  # noqa: BLE001
+        return Measurement(Status.JIT_ERROR, reason=f"{type(err).__name__}: {err}"[:400])
+
+
+class LocalRunners:
+    """The default backend: this machine, one builder and one runner process per study."""
+
+    parallelism = 0  # candidates in flight: as many as the strategy asks for at once
+    parallel_tasks = 1  # a module's tasks are tuned one at a time
+
+    @property
+    def hardware(self):
+        from rcompiler.hardware import detect
+
+        return detect()
+
+    def measurer(self, kernel: Kernel, limits: Limits | None = None, seed: int = 0) -> Measurer:
+        return Measurer(kernel, limits, seed)
+
+    def progress(self) -> str:
+        return ""
+
+    def interrupt(self, stop: BaseException) -> None:
+        pass  # one study at a time, in this thread: the interrupt is already where it must be
+
+    def stats(self) -> dict:
+        return {}

@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from rcompiler.db import Database, DatabaseError
-from rcompiler.hardware import Hardware, detect
+from rcompiler.hardware import Hardware
 from rcompiler.kernels.module import Program, Task
 from rcompiler.lifetime import Interrupted
-from rcompiler.measure import Candidate, Measurer
+from rcompiler.measure import Candidate, LocalRunners, MeasurerBase
 from rcompiler.measure.results import Measurement
 from rcompiler.transforms import Schedule, render_module
 
@@ -55,6 +56,7 @@ class ModuleResult:
     dropped: dict[str, str] = field(default_factory=dict)  # task key -> why its schedule was left out
     stopped: str | None = None
     wall_seconds: float = 0.0
+    runner_stats: dict = field(default_factory=dict)  # a cluster's runners, and what they lost
 
     @property
     def best_seconds(self) -> float | None:
@@ -87,16 +89,17 @@ def parts_key(parts: dict[str, Schedule]) -> str:
 
 class ModuleTuner:
     def __init__(self, program: Program, config: TuneConfig, db: Database,
-                 on_sample: Callable[[SampleRecord, Tuner], None] | None = None):
+                 on_sample: Callable[[SampleRecord, Tuner], None] | None = None, backend=None):
         self.program, self.config, self.db = program, config, db
-        self.hardware = detect()
+        self.backend = backend or LocalRunners()
+        self.hardware = self.backend.hardware
         groups: dict[str, TaskOutcome] = {}
         for task in program.tunable:
             groups.setdefault(task.key, TaskOutcome(task, [])).instances.append(task.name)
         self.outcomes = list(groups.values())
         # Each task is an open-ended study; the module's budget and time budget rule.
         task_config = replace(config, budget=10**9, time_budget=None)
-        self.tuners = [Tuner(o.task.kernel, task_config, db, on_sample) for o in self.outcomes]
+        self.tuners = [Tuner(o.task.kernel, task_config, db, on_sample, self.backend) for o in self.outcomes]
         self.interrupt: Interrupted | None = None
 
     def run(self) -> ModuleResult:
@@ -114,6 +117,7 @@ class ModuleTuner:
             for outcome, tuner in zip(self.outcomes, self.tuners):
                 outcome.result = tuner.finish()
         result.wall_seconds = time.monotonic() - start
+        result.runner_stats = self.backend.stats()
         return result
 
     def _tune_tasks(self, start: float) -> None:
@@ -122,6 +126,8 @@ class ModuleTuner:
             tuner.start()
             tuner.close()
         scheduler = TaskScheduler([o.weight for o in self.outcomes], [t.naive_seconds for t in self.tuners])
+        if self.backend.parallel_tasks > 1:
+            return self._tune_tasks_at_once(scheduler, start)
         spent = 0
         while spent < cfg.budget:
             if cfg.time_budget is not None and time.monotonic() - start > cfg.time_budget:
@@ -135,16 +141,45 @@ class ModuleTuner:
             spent += got
             scheduler.tell(i, tuner.best_seconds, done=bool(tuner.stopped or tuner.exhausted or not got))
 
+    def _tune_tasks_at_once(self, scheduler: TaskScheduler, start: float) -> None:
+        """With many runners (a cluster), several tasks have a round in flight at once; as one
+        ends, the scheduler gives the next round to a task not already being tuned."""
+        cfg = self.config
+        spent = planned = 0
+        with ThreadPoolExecutor(self.backend.parallel_tasks, thread_name_prefix="task") as pool:
+            running: dict = {}  # future -> (task, samples asked)
+            try:
+                while True:
+                    out_of_time = cfg.time_budget is not None and time.monotonic() - start > cfg.time_budget
+                    while not out_of_time and len(running) < self.backend.parallel_tasks and planned < cfg.budget:
+                        i = scheduler.next(busy={t for t, _ in running.values()})
+                        if i is None:
+                            break
+                        n = min(cfg.children, cfg.budget - planned)
+                        planned += n
+                        running[pool.submit(self.tuners[i].advance, n)] = (i, n)
+                    if not running:
+                        return
+                    for future in wait(running, return_when=FIRST_COMPLETED).done:
+                        i, n = running.pop(future)
+                        got = future.result()
+                        spent, planned = spent + got, planned - (n - got)
+                        tuner = self.tuners[i]
+                        scheduler.tell(i, tuner.best_seconds, done=bool(tuner.stopped or tuner.exhausted or not got))
+            except BaseException as stop:  # an interrupt reaches this thread: the rounds in flight end too
+                self.backend.interrupt(stop)
+                raise
+
     def _compose_and_measure(self, result: ModuleResult) -> None:
         """The best schedule of every task in one script, verified and timed end to end. When
         the whole fails, tasks are added one at a time, most gain first, keeping what works."""
         best = {o.task.key: t.best_schedule_so_far() for o, t in zip(self.outcomes, self.tuners)}
         best = {k: s for k, s in best.items() if s is not None}
         limits = self.tuners[0].limits if self.tuners else self.config.limits
-        with Measurer(self.program.original, limits) as original:
+        with self.backend.measurer(self.program.original, limits) as original:
             reference = original.reference()
             result.naive_seconds = self._baseline(original)
-        with Measurer(self.program.kernel, limits) as measurer:
+        with self.backend.measurer(self.program.kernel, limits) as measurer:
             measurer._reference = reference
             measured = self._measure(measurer, best)
             if not measured.ok and len(best) > 1:
@@ -164,7 +199,7 @@ class ModuleTuner:
         result.parts = best if measured.ok else {}
         result.best = measured if measured.ok else None
 
-    def _measure(self, measurer: Measurer, parts: dict[str, Schedule]) -> Measurement:
+    def _measure(self, measurer: MeasurerBase, parts: dict[str, Schedule]) -> Measurement:
         kfp, hfp, key = self.program.kernel.fingerprint, self.hardware.fingerprint, parts_key(parts)
         known = self.db.measurement(kfp, hfp, key)
         if known is not None:
@@ -175,7 +210,7 @@ class ModuleTuner:
         self.db.record_measurement(kfp, hfp, key, [{"task": k, "schedule": s.to_json()} for k, s in parts.items()], m)
         return m
 
-    def _baseline(self, original: Measurer) -> float | None:
+    def _baseline(self, original: MeasurerBase) -> float | None:
         kfp, hfp = self.program.original.fingerprint, self.hardware.fingerprint
         stored = self.db.baseline(kfp, hfp, "naive")
         if stored is not None:

@@ -41,9 +41,10 @@ class TaskScheduler:
         backward = (s.best[-1 - w] - s.best[-1]) / w if w else 0.0
         return s.weight * (backward + self.optimism * s.best[-1] / (1 + s.rounds))
 
-    def next(self) -> int | None:
-        """The task for the next round, or None when every task is done."""
-        live = [i for i, s in enumerate(self.tasks) if not s.done]
+    def next(self, busy: set[int] = frozenset()) -> int | None:
+        """The task for the next round, or None when every task is done (or `busy`: tuned now,
+        when a cluster tunes several at once)."""
+        live = [i for i, s in enumerate(self.tasks) if not s.done and i not in busy]
         if not live:
             return None
         warming = [i for i in live if self.tasks[i].rounds < self.warmup]

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from rcompiler.db import Database, DatabaseError
-from rcompiler.hardware import Hardware, detect
+from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
 from rcompiler.lifetime import Interrupted
-from rcompiler.measure import Candidate, Limits, Measurer
+from rcompiler.measure import Candidate, Limits, LocalRunners, MeasurerBase
 from rcompiler.measure.results import Measurement, Status
 from rcompiler.transforms import Schedule, ScheduleError, render
 
@@ -73,6 +73,7 @@ class TuneResult:
     wall_seconds: float = 0.0
     stopped: str | None = None  # why the run ended before its budget, if it did
     strategy_stats: dict = field(default_factory=dict)  # e.g. the evolutionary cost model's use
+    runner_stats: dict = field(default_factory=dict)  # a cluster's runners, and what they lost
 
     @property
     def best(self) -> SampleRecord | None:
@@ -135,12 +136,16 @@ def make_proposer(config: TuneConfig, db: Database):
 
 
 class Tuner:
+    """One study. `backend` builds and times: this machine's worker pools by default, or the
+    runners of one hardware fingerprint on a cluster (rcompiler.cluster)."""
+
     def __init__(self, kernel: Kernel, config: TuneConfig, db: Database,
-                 on_sample: Callable[[SampleRecord, "Tuner"], None] | None = None):
+                 on_sample: Callable[[SampleRecord, "Tuner"], None] | None = None, backend=None):
         self.kernel, self.config, self.db = kernel, config, db
-        self.hardware = detect()
+        self.backend = backend or LocalRunners()
+        self.hardware = self.backend.hardware
         self.on_sample = on_sample
-        self._measurer: Measurer | None = None
+        self._measurer: MeasurerBase | None = None
         label = config.proposer if config.strategy == "mcts" else "-"
         self.study_name = (f"{kernel.fingerprint}/{self.hardware.fingerprint}/{config.strategy}/{label}/"
                            f"seed{config.seed}/threads{config.threads}")
@@ -161,9 +166,9 @@ class Tuner:
         self._started = time.monotonic()
 
     @property
-    def measurer(self) -> Measurer:
+    def measurer(self) -> MeasurerBase:
         if self._measurer is None:
-            self._measurer = Measurer(self.kernel, self.limits, seed=0)
+            self._measurer = self.backend.measurer(self.kernel, self.limits, seed=0)
         return self._measurer
 
     def close(self) -> None:
@@ -221,7 +226,7 @@ class Tuner:
         while len(self.samples) < target and self.stopped is None:
             if cfg.time_budget is not None and time.monotonic() - self._started > cfg.time_budget:
                 break
-            proposals = [p for p in self.strategy.ask() if p.schedule.key not in {s.key for s in self.samples}]
+            proposals = self._ask()
             if not proposals:
                 stuck += 1
                 if stuck >= 3:
@@ -244,7 +249,21 @@ class Tuner:
         return TuneResult(self.kernel, self.hardware, self.config, self.naive_seconds, self.numpy_seconds,
                           self.numpy_detail, self.samples, dict(getattr(proposer, "stats", {})),
                           time.monotonic() - self._started, self.stopped,
-                          dict(getattr(self.strategy, "stats", {})))
+                          dict(getattr(self.strategy, "stats", {})), self.backend.stats())
+
+    def _ask(self, tries: int = 8) -> list[Proposal]:
+        """New proposals: one ask of the strategy, or, when the backend has many runners, as many
+        asks as fill them (MCTS expands other nodes while its earlier children are in flight)."""
+        seen = {s.key for s in self.samples}
+        batch: list[Proposal] = []
+        for _ in range(tries):
+            for p in self.strategy.ask():
+                if p.schedule.key not in seen:
+                    seen.add(p.schedule.key)
+                    batch.append(p)
+            if len(batch) >= self.backend.parallelism:
+                break
+        return batch
 
     def best_schedule_so_far(self) -> Schedule | None:
         best = fastest(self.samples)
