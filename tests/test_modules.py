@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -206,3 +207,58 @@ def test_an_onnx_model_is_imported_and_tuned_as_a_module(tmp_path):
 def test_an_onnx_model_without_the_extra_or_a_file_is_a_clear_error(tmp_path):
     done = subprocess.run(tune_cmd(tmp_path, str(tmp_path / "missing.onnx")), capture_output=True, text=True)
     assert done.returncode == 2 and "missing.onnx: no such file" in done.stderr
+
+
+class ManyRunners:
+    """A backend as a cluster of several runners looks to the tuners, on this machine's pools:
+    it wants 8 candidates in flight and 2 tasks tuned at once, and records what it was given."""
+
+    parallelism, parallel_tasks = 8, 2
+
+    def __init__(self):
+        from rcompiler.measure import LocalRunners
+
+        self.local, self.batches, self.threads = LocalRunners(), [], set()
+        self.hardware = self.local.hardware
+
+    def measurer(self, kernel, limits=None, seed=0):
+        backend, measurer = self, self.local.measurer(kernel, limits, seed)
+        measure_many = measurer.measure_many
+
+        def recorded(candidates, *args, **kwargs):
+            candidates = list(candidates)
+            backend.batches.append(len(candidates))
+            backend.threads.add(threading.current_thread().name)
+            return measure_many(candidates, *args, **kwargs)
+
+        measurer.measure_many = recorded
+        return measurer
+
+    def progress(self):
+        return ""
+
+    def stats(self):
+        return {}
+
+    def interrupt(self, stop):
+        pass
+
+
+def test_with_many_runners_the_search_fills_them_and_tasks_are_tuned_at_once(tmp_path):
+    from rcompiler.db import Database
+    from rcompiler.measure import Limits
+    from rcompiler.search.module_tuner import ModuleTuner
+    from rcompiler.search.tuner import TuneConfig, Tuner
+
+    backend = ManyRunners()
+    kernel = kernel_from_mlir(matmul_on_tensors(64, 64, 64))
+    result = Tuner(kernel, TuneConfig(budget=8, limits=Limits(min_time=0.02)),
+                   Database(tmp_path / "k.db"), backend=backend).run()
+    # More candidates at once than one MCTS expansion gives (4): it expanded again before hearing back.
+    assert len(result.samples) == 8 and max(backend.batches) > 4, backend.batches
+    backend = ManyRunners()
+    result = ModuleTuner(
+        load_program(MLP.read_text()), TuneConfig(budget=8, limits=Limits(min_time=0.02)),
+        Database(tmp_path / "m.db"), backend=backend).run()
+    assert result.best is not None and result.samples == 8
+    assert {"task_0", "task_1"} <= backend.threads  # both tasks had a round in flight at once

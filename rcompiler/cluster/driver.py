@@ -8,6 +8,7 @@ the background; the group goes on with the others meanwhile.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections import Counter
 
@@ -20,6 +21,18 @@ FORWARDED_ENV = ("RCOMPILER_FAULT", "RCOMPILER_FAULT_LOG")  # fault injection re
 
 class ClusterError(RuntimeError):
     """The cluster cannot be reached or cannot time anything; the message says what to do."""
+
+
+def _check_reachable(address: str, seconds: float = 5.0) -> None:
+    """Fail fast on an address where nothing listens: Ray itself retries for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # 'auto' and the like: Ray resolves them
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as err:
+        raise ClusterError(f"cannot reach the Ray cluster at {address!r}: {err}; start its head with  "
+                           f"ray start --head --port {port}  or check the address") from None
 
 
 class RunnerGroup:
@@ -113,6 +126,7 @@ class Cluster:
 
         from .nodes import RUNNER_RESOURCE
 
+        _check_reachable(address)
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         try:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR",
