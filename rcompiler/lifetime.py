@@ -71,10 +71,14 @@ def interruptible():
         os._exit(128 + signum)
 
     def wind_up(signum, frame):
+        global _pending
         for s in STOP_SIGNALS:
             signal.signal(s, at_once)
         print(f"\nrcompiler: {signal.Signals(signum).name}: stopping; what was measured is kept "
               "(again to stop at once)", file=sys.stderr)
+        if getattr(_deferring, "depth", 0):  # the main thread is in native code that must not be interrupted
+            _pending = Interrupted(signum)
+            return
         raise Interrupted(signum)
 
     for s in STOP_SIGNALS:
@@ -84,3 +88,28 @@ def interruptible():
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+_deferring = threading.local()
+_pending: Interrupted | None = None
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Within the block, an interrupt waits for `check_interrupt()` (or the block's end) to be
+    raised: for libraries whose native calls break when an exception is raised inside them
+    (Ray's core worker shuts down). Code in the block must call native code in short slices."""
+    _deferring.depth = getattr(_deferring, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _deferring.depth -= 1
+    check_interrupt()
+
+
+def check_interrupt() -> None:
+    """Raise the interrupt that arrived in a `deferred_interrupts` block, if one did."""
+    global _pending
+    if _pending is not None:
+        pending, _pending = _pending, None
+        raise pending

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections import Counter
 
 from rcompiler.hardware import Hardware
 
+SLICE_SECONDS = 0.25  # the longest Ray call: an interrupt is raised between calls, never inside one
 STARTUP_SECONDS = 120.0  # for a runner actor to start (a new worker imports numpy and pebble)
 REPLACE_SECONDS = 600.0  # for a lost runner's replacement, which waits for a free timing core
 FORWARDED_ENV = ("RCOMPILER_FAULT", "RCOMPILER_FAULT_LOG")  # fault injection reaches the nodes' workers
@@ -21,6 +23,36 @@ FORWARDED_ENV = ("RCOMPILER_FAULT", "RCOMPILER_FAULT_LOG")  # fault injection re
 
 class ClusterError(RuntimeError):
     """The cluster cannot be reached or cannot time anything; the message says what to do."""
+
+
+def wait(refs: list, timeout: float | None = None, stop=lambda: False) -> list:
+    """The first of `refs` to finish, [] when none does within `timeout` seconds (or `stop()`).
+
+    Ray's core worker shuts down when an exception is raised inside one of its native
+    calls, so Ctrl-C waits for the slice in progress to end (see lifetime.deferred_interrupts)."""
+    import ray
+
+    from rcompiler.lifetime import deferred_interrupts
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = SLICE_SECONDS if deadline is None else min(SLICE_SECONDS, max(0.0, deadline - time.monotonic()))
+        with deferred_interrupts():
+            done, _ = ray.wait(refs, num_returns=1, timeout=left)
+        if done or stop() or (deadline is not None and time.monotonic() >= deadline):
+            return done
+
+
+def get(ref, timeout: float | None = None, stop=lambda: False):
+    """ray.get of one ref, waited for in slices (see `wait`); TimeoutError when not ready in time."""
+    import ray
+
+    from rcompiler.lifetime import deferred_interrupts
+
+    if not wait([ref], timeout, stop):
+        raise TimeoutError(f"no answer within {timeout:g} s" if timeout is not None else "stopped")
+    with deferred_interrupts():
+        return ray.get(ref)
 
 
 def _check_reachable(address: str, seconds: float = 5.0) -> None:
@@ -44,6 +76,10 @@ class RunnerGroup:
         self._free: list = []
         self._changed = threading.Condition()
         self.replacing = 0
+        self._lent: dict[object, float] = {}  # actor -> when it was lent
+        self._busy_seconds = 0.0
+        self._started = time.monotonic()
+        self._most = 0  # runners the group has had at once
 
     # -- the backend interface (as rcompiler.measure.LocalRunners) -------------------------
     @property
@@ -61,14 +97,22 @@ class RunnerGroup:
         return RayMeasurer(self, kernel, limits, seed)
 
     def progress(self) -> str:
-        return f"runners {self.busy}/{len(self.runners)} busy"
+        return f"{len(self.runners)} runners {self.busy_fraction():.0%} busy"
 
-    def interrupt(self, stop: BaseException) -> None:
-        """Studies measuring in other threads stop too (raising `stop`)."""
+    def busy_fraction(self) -> float:
+        """The share of the runners' time so far spent lent out to a candidate."""
+        with self._changed:
+            now = time.monotonic()
+            busy = self._busy_seconds + sum(now - t for t in self._lent.values())
+            return busy / max(1e-9, self._most * (now - self._started))
+
+    def interrupt(self, stop: BaseException | None) -> None:
+        """Studies measuring in other threads stop too (raising `stop`); None: carry on again."""
         self.cluster.stopping = stop
 
     def stats(self) -> dict:
-        return {"runners": sorted(info["name"] for info in self.runners.values()), **self.cluster.counts}
+        return {"runners": sorted(info["name"] for info in self.runners.values()),
+                "busy_fraction": round(self.busy_fraction(), 3), **self.cluster.counts}
 
     # -- borrowing runners -------------------------------------------------------------
     @property
@@ -78,6 +122,7 @@ class RunnerGroup:
     def add(self, actor, info: dict) -> None:
         with self._changed:
             self.runners[actor] = info
+            self._most = max(self._most, len(self.runners))
             self._free.append(actor)
             self._changed.notify_all()
 
@@ -88,34 +133,43 @@ class RunnerGroup:
                 if not self.runners and not self.replacing:
                     raise ClusterError(f"every runner of hardware {self.hardware.fingerprint} was lost")
                 self._changed.wait(timeout)
-            return self._free.pop() if self._free else None
+            if not self._free:
+                return None
+            actor = self._free.pop()
+            self._lent[actor] = time.monotonic()
+            return actor
+
+    def _returned(self, actor) -> None:
+        lent = self._lent.pop(actor, None)
+        if lent is not None:
+            self._busy_seconds += time.monotonic() - lent
 
     def release(self, actor) -> None:
         with self._changed:
+            self._returned(actor)
             if actor in self.runners:
                 self._free.append(actor)
                 self._changed.notify_all()
 
     def lost(self, actor) -> None:
-        """A runner died (killed, or its node lost): forget it and start another."""
+        """A runner died (killed, or its node lost): forget it and start another, unless the
+        cluster is closing."""
         with self._changed:
-            info = self.runners.pop(actor, None)
+            self._returned(actor)
+            self.runners.pop(actor, None)
             if actor in self._free:
                 self._free.remove(actor)
-            self.replacing += 1
+            replace = not self.cluster.closing
+            if replace:
+                self.replacing += 1
         self.cluster.counts["runners_lost"] += 1
-        threading.Thread(target=self._replace, args=(info,), daemon=True).start()
+        if replace:
+            self.cluster.replace_runner(self)
 
-    def _replace(self, info: dict | None) -> None:
-        try:
-            self.cluster.start_runners(1)
-            self.cluster.counts["runners_replaced"] += 1
-        except Exception:  # noqa: BLE001 - no core to time on (yet): go on with the others
-            pass
-        finally:
-            with self._changed:
-                self.replacing -= 1
-                self._changed.notify_all()
+    def replaced(self) -> None:
+        with self._changed:
+            self.replacing -= 1
+            self._changed.notify_all()
 
 
 class Cluster:
@@ -146,27 +200,52 @@ class Cluster:
         self.groups: dict[str, RunnerGroup] = {}
         self.counts: Counter = Counter()
         self.stopping: BaseException | None = None  # set when the run is interrupted
+        self.closing = False
+        self._replacements: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.start_runners(total)
 
-    def start_runners(self, n: int) -> None:
+    def start_runners(self, n: int, timeout: float = STARTUP_SECONDS) -> None:
         """Start n runner actors and put each in the group of the hardware it reports."""
         import ray
 
         from .nodes import RunnerActor
 
-        actors = [RunnerActor.remote() for _ in range(n)]
-        try:
-            infos = ray.get([a.describe.remote() for a in actors], timeout=STARTUP_SECONDS if n > 1 else REPLACE_SECONDS)
-        except Exception as err:  # noqa: BLE001
-            for a in actors:
-                ray.kill(a)
-            raise ClusterError(f"runner actors did not start on the Ray cluster at {self.address}: {err}") from None
+        from rcompiler.lifetime import deferred_interrupts
+
+        with deferred_interrupts():
+            actors = [RunnerActor.remote() for _ in range(n)]
+            try:
+                infos = [get(a.describe.remote(), timeout, stop=lambda: self.closing) for a in actors]
+            except Exception as err:  # noqa: BLE001
+                for a in actors:
+                    ray.kill(a)
+                raise ClusterError(f"runner actors did not start on the Ray cluster at {self.address}: {err}") from None
         for actor, info in zip(actors, infos):
-            fingerprint = info["hardware"].fingerprint
-            with self._lock:
-                group = self.groups.setdefault(fingerprint, RunnerGroup(self, info["hardware"]))
-            group.add(actor, info)
+            self.join(actor, info)
+
+    def replace_runner(self, group: RunnerGroup) -> None:
+        """Start a runner for a lost one, in the background: it waits for a free timing core."""
+        def start() -> None:
+            try:
+                self.start_runners(1, REPLACE_SECONDS)
+                self.counts["runners_replaced"] += 1
+            except Exception:  # noqa: BLE001 - no core to time on (yet): the group goes on without
+                pass
+            finally:
+                group.replaced()
+
+        thread = threading.Thread(target=start, daemon=True, name="runner-replacement")
+        self._replacements.append(thread)
+        thread.start()
+
+    def join(self, actor, info: dict) -> RunnerGroup:
+        """Put a runner in the group of the hardware it reports."""
+        hardware = info["hardware"]
+        with self._lock:
+            group = self.groups.setdefault(hardware.fingerprint, RunnerGroup(self, hardware))
+        group.add(actor, info)
+        return group
 
     def group(self, fingerprint: str | None = None) -> RunnerGroup:
         """The runners of one fingerprint; with none given, the cluster must have only one."""
@@ -182,6 +261,9 @@ class Cluster:
     def close(self) -> None:
         import ray
 
+        self.closing = True
+        for thread in self._replacements:  # they stop waiting within a slice
+            thread.join()
         for group in self.groups.values():
             for actor in list(group.runners):
                 ray.kill(actor)

@@ -11,11 +11,12 @@ import time
 from collections import deque
 from typing import Iterable, Iterator
 
+from rcompiler.lifetime import check_interrupt, deferred_interrupts
 from rcompiler.measure.measurer import Candidate, Limits, MeasurerBase
 from rcompiler.measure.results import BuildResult, Measurement, Status
 from rcompiler.measure.runner import RunTask
 
-from .driver import RunnerGroup
+from .driver import SLICE_SECONDS, RunnerGroup, get, wait
 
 MAX_REQUEUES = 2  # a candidate whose runner dies this often is the candidate's crash
 POLL_SECONDS = 0.2  # how often to look for a free runner when the group's are all lent out
@@ -28,25 +29,23 @@ class RayMeasurer(MeasurerBase):
         self._reference_ref = None
 
     def measure_numpy(self) -> Measurement | None:
-        import ray
-
         from rcompiler.kernels.library import NUMPY_BASELINES
 
         if self.kernel.kind not in NUMPY_BASELINES:
             return None
         actor = self._wait_for_runner()
         try:
-            return ray.get(actor.run_numpy.remote(self.kernel.kind, self.kernel.args, self.seed,
+            with deferred_interrupts():
+                return get(actor.run_numpy.remote(self.kernel.kind, self.kernel.args, self.seed,
                                                   self.limits.min_time, self.limits.run_limit))
         finally:
             self.group.release(actor)
 
     def measure_peak(self) -> float:
-        import ray
-
         actor = self._wait_for_runner()
         try:
-            return ray.get(actor.fma_peak.remote())
+            with deferred_interrupts():
+                return get(actor.fma_peak.remote())
         finally:
             self.group.release(actor)
 
@@ -55,16 +54,22 @@ class RayMeasurer(MeasurerBase):
         """Yield (index, measurement) as each finishes, in any order."""
         import ray
 
-        from .nodes import build_candidate
-
         candidates = list(candidates)
         if any(c.threads > 1 for c in candidates):
             raise ValueError("a cluster times on one core per runner: multi-threaded schedules are tuned locally")
-        reference = None
-        if verify:
-            if self._reference_ref is None:
-                self._reference_ref = ray.put(self.reference())
-            reference = self._reference_ref
+        if verify and self._reference_ref is None:
+            reference = self.reference()
+            with deferred_interrupts():
+                self._reference_ref = ray.put(reference)
+        # Ctrl-C must never land inside a Ray call: it is raised at the top of the loop.
+        with deferred_interrupts():
+            yield from self._dispatch(candidates, cutoff, self._reference_ref if verify else None, return_outputs)
+
+    def _dispatch(self, candidates, cutoff, reference, return_outputs):
+        import ray
+
+        from .nodes import build_candidate
+
         to_build = deque(range(len(candidates)))
         building: dict = {}  # ref -> (index, deadline)
         to_run: deque = deque()  # (index, BuildResult, builder, requeues)
@@ -72,7 +77,8 @@ class RayMeasurer(MeasurerBase):
         compile_limit, run_limit = self.limits.compile_limit, self.limits.run_limit
         try:
             while to_build or building or to_run or running:
-                if self.group.cluster.stopping is not None:
+                check_interrupt()
+                if self.group.cluster.stopping is not None:  # another thread was interrupted
                     raise self.group.cluster.stopping
                 while to_build and len(building) < self.group.cluster.builders:
                     i = to_build.popleft()
@@ -91,11 +97,10 @@ class RayMeasurer(MeasurerBase):
                 if not pending:
                     continue  # every runner is lent to another study: try again
                 next_deadline = min((d for _, d in building.values()), default=None)
-                wait = POLL_SECONDS if to_run else None
+                timeout = POLL_SECONDS if to_run else SLICE_SECONDS  # short: then look at the stop flag
                 if next_deadline is not None:
-                    wait = max(0.0, min(wait or 1e9, next_deadline - time.monotonic()))
-                done, _ = ray.wait(pending, num_returns=1, timeout=wait)
-                for ref in done:
+                    timeout = max(0.0, min(timeout, next_deadline - time.monotonic()))
+                for ref in wait(pending, timeout):
                     if ref in building:
                         i, _ = building.pop(ref)
                         built, builder = _build_outcome(ref, compile_limit)
@@ -107,7 +112,7 @@ class RayMeasurer(MeasurerBase):
                     else:
                         i, built, builder, requeues, actor = running.pop(ref)
                         try:
-                            m = ray.get(ref)
+                            m = get(ref)
                         except ray.exceptions.RayActorError:  # the runner died, not the candidate's doing
                             self.group.lost(actor)
                             if requeues + 1 < MAX_REQUEUES:
@@ -127,12 +132,11 @@ class RayMeasurer(MeasurerBase):
                         ray.cancel(ref, force=True)
                         del building[ref]
                         yield i, Measurement(Status.TIMEOUT, reason=f"compile exceeded {compile_limit:g} s")
-        finally:  # an interrupt or a closed generator: nothing stays in flight, every runner comes back
-            for ref in building:
-                ray.cancel(ref, force=True)
-            for *_, actor in running.values():  # an actor's running call cannot be cancelled: replace it
-                ray.kill(actor)
-                self.group.lost(actor)
+        finally:  # an interrupt or a closed generator: what is in flight is abandoned, not cancelled
+            # (Ray aborts the driver when a task is force-cancelled as it completes). A runner's
+            # abandoned call ends on its own, before the next call it is given starts.
+            for *_, actor in running.values():
+                self.group.release(actor)
 
     def _wait_for_runner(self):
         while (actor := self.group.acquire(POLL_SECONDS)) is None:

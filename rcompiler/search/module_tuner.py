@@ -145,30 +145,35 @@ class ModuleTuner:
         """With many runners (a cluster), several tasks have a round in flight at once; as one
         ends, the scheduler gives the next round to a task not already being tuned."""
         cfg = self.config
-        spent = planned = 0
-        with ThreadPoolExecutor(self.backend.parallel_tasks, thread_name_prefix="task") as pool:
-            running: dict = {}  # future -> (task, samples asked)
-            try:
-                while True:
-                    out_of_time = cfg.time_budget is not None and time.monotonic() - start > cfg.time_budget
-                    while not out_of_time and len(running) < self.backend.parallel_tasks and planned < cfg.budget:
-                        i = scheduler.next(busy={t for t, _ in running.values()})
-                        if i is None:
-                            break
-                        n = min(cfg.children, cfg.budget - planned)
-                        planned += n
-                        running[pool.submit(self.tuners[i].advance, n)] = (i, n)
-                    if not running:
-                        return
-                    for future in wait(running, return_when=FIRST_COMPLETED).done:
-                        i, n = running.pop(future)
-                        got = future.result()
-                        spent, planned = spent + got, planned - (n - got)
-                        tuner = self.tuners[i]
-                        scheduler.tell(i, tuner.best_seconds, done=bool(tuner.stopped or tuner.exhausted or not got))
-            except BaseException as stop:  # an interrupt reaches this thread: the rounds in flight end too
-                self.backend.interrupt(stop)
-                raise
+        planned = 0  # samples asked for, less what rounds that ended returned unused
+        try:
+            with ThreadPoolExecutor(self.backend.parallel_tasks, thread_name_prefix="task") as pool:
+                running: dict = {}  # future -> (task, samples asked)
+                try:
+                    while True:
+                        out_of_time = cfg.time_budget is not None and time.monotonic() - start > cfg.time_budget
+                        while (not out_of_time and len(running) < self.backend.parallel_tasks
+                               and planned < cfg.budget):
+                            i = scheduler.next(busy={t for t, _ in running.values()})
+                            if i is None:
+                                break
+                            n = min(cfg.children, cfg.budget - planned)
+                            planned += n
+                            running[pool.submit(self.tuners[i].advance, n)] = (i, n)
+                        if not running:
+                            return
+                        for future in wait(running, return_when=FIRST_COMPLETED).done:
+                            i, n = running.pop(future)
+                            got = future.result()
+                            planned -= n - got
+                            tuner = self.tuners[i]
+                            scheduler.tell(i, tuner.best_seconds,
+                                           done=bool(tuner.stopped or tuner.exhausted or not got))
+                except BaseException as stop:  # an interrupt reaches this thread: the rounds in flight end too
+                    self.backend.interrupt(stop)
+                    raise
+        finally:
+            self.backend.interrupt(None)  # every round has ended: the backend is ready for another run
 
     def _compose_and_measure(self, result: ModuleResult) -> None:
         """The best schedule of every task in one script, verified and timed end to end. When
