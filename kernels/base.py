@@ -56,6 +56,8 @@ class Kernel:
     ops: tuple[str, ...]  # linalg op names in the payload, in order
     reference: Reference | None = field(default=None, compare=False, repr=False)
     kind: str = "user"  # the computation (matmul, conv2d, ...) for built-ins; "user" for .mlir files
+    # Timed with its inputs out of the cache: a task of a program whose data outgrow it.
+    cold_cache: bool = False
 
     @property
     def structure(self):
@@ -90,6 +92,7 @@ class Kernel:
     def fingerprint(self) -> str:
         """Stable across machines: a hash of the payload text and its ABI."""
         text = self.payload + "|" + self.func_name + "|" + repr([(a.shape, a.dtype, a.is_output) for a in self.args])
+        text += "|cold" if self.cold_cache else ""  # measured differently: its own measurements
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property

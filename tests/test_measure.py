@@ -115,6 +115,29 @@ def test_cutoff_times_a_hopeless_candidate_once(measure_with):
     assert m.measure(Candidate(None)).timing.repeats >= 3
 
 
+def test_a_cold_kernel_is_timed_taking_turns_with_copies_of_its_inputs(measure_with):
+    from rcompiler.hardware import detect
+
+    warm = get_kernel("matmul", (128, 128, 128))
+    cold = replace(warm, cold_cache=True)
+    assert cold.fingerprint != warm.fingerprint  # measured differently: never mixed up in the database
+    m = measure_with(cold).measure(Candidate(script("tiled_matmul_256.mlir")))
+    # 128 KiB of inputs: enough copies to fill twice the last-level cache, at most 64
+    assert m.ok and m.extra["input_sets"] == max(1, min(64, -(-2 * detect().l3_bytes // (2 * 128 * 128 * 4))))
+    assert "input_sets" not in measure_with(warm).measure(Candidate(None)).extra
+
+
+def test_a_program_whose_data_outgrow_the_cache_has_its_tasks_timed_cold():
+    from rcompiler.hardware import detect
+    from rcompiler.kernels.models import MODELS
+    from rcompiler.kernels.module import load_program
+    from rcompiler.search.module_tuner import outgrows_cache
+
+    mlp = load_program(MODELS["llama_mlp"].build()).original  # 33 MiB of weights and activations
+    assert outgrows_cache(mlp, replace(detect(), l3_bytes=32 << 20))
+    assert not outgrows_cache(mlp, replace(detect(), l3_bytes=64 << 20))
+
+
 def test_threaded_candidates_in_a_row_do_not_crash(measure_with):
     """MLIR's async runtime dies with the first engine that loaded it; the harness must
     survive several multi-threaded candidates in one worker (a real crash, found by bench)."""

@@ -313,6 +313,13 @@ def _vectorize(w: _Writer, schedule: Schedule, func: str) -> None:
         w(f"^bb0({loop}: {ANY}):")
         w(f"  transform.loop.hoist_loop_invariant_subsets {loop} : {ANY}")
         w("}")
+        # Hoisting leaves a write of the loop's result and a read of it right after (a split
+        # reduction's partial sums, read by the merge): fold it away on tensors, or
+        # bufferization copies the buffer on every iteration of the loops around.
+        w(f"transform.apply_patterns to {vfunc} {{")
+        w("  transform.apply_patterns.canonicalization")
+        w(f"}} : {ANY}")
+        w(f"transform.apply_cse to {vfunc} : {ANY}")
 
 
 def _after_bufferize(w: _Writer, schedule: Schedule, bfunc: str) -> None:

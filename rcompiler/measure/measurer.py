@@ -237,7 +237,7 @@ class Measurer(MeasurerBase):
                       cutoff: float | None = None):
         task = RunTask(built.llvm_ir, self.kernel.func_name, self.kernel.args, reference, self.kernel.tolerance,
                        seed=self.seed, min_time=self.limits.min_time, max_time=self.limits.run_limit / 2,
-                       threads=cand.threads, return_outputs=return_outputs, cutoff=cutoff)
+                       threads=cand.threads, return_outputs=return_outputs, cutoff=cutoff, cold=self.kernel.cold_cache)
         pool = self._runner
         if cand.threads > 1:
             if self._runner_all is None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Callable
+
+import numpy as np
 
 from rcompiler.db import Database, DatabaseError
 from rcompiler.hardware import Hardware
@@ -83,6 +86,13 @@ def compose(program: Program, parts: dict[str, Schedule]):
     return render_module([(t.name, parts[t.key], t.kernel) for t in program.tunable if t.key in parts])
 
 
+def outgrows_cache(kernel, hardware: Hardware) -> bool:
+    """Whether one call's arguments (what it reads and writes at least) exceed the last-level
+    cache, so that every call meets them in memory."""
+    data = sum(math.prod(a.shape) * np.dtype(a.dtype).itemsize for a in kernel.args)
+    return data > hardware.l3_bytes > 0
+
+
 def parts_key(parts: dict[str, Schedule]) -> str:
     return hashlib.sha256(json.dumps(sorted((k, s.key) for k, s in parts.items())).encode()).hexdigest()[:16]
 
@@ -99,7 +109,12 @@ class ModuleTuner:
         self.outcomes = list(groups.values())
         # Each task is an open-ended study; the module's budget and time budget rule.
         task_config = replace(config, budget=10**9, time_budget=None)
-        self.tuners = [Tuner(o.task.kernel, task_config, db, on_sample, self.backend) for o in self.outcomes]
+        # A program whose data outgrow the last-level cache meets its weights in memory on every
+        # call; its tasks are timed so too, or the search favours schedules that only pay off
+        # with warm caches (packing a weight matrix on every call, for one).
+        self.cold = outgrows_cache(program.original, self.hardware)
+        self.tuners = [Tuner(replace(o.task.kernel, cold_cache=self.cold), task_config, db, on_sample, self.backend)
+                       for o in self.outcomes]
         self.interrupt: Interrupted | None = None
 
     def run(self) -> ModuleResult:
