@@ -1,9 +1,9 @@
 """A Ray cluster on this machine, for the tests, the benchmark and trying --cluster out.
 
 The head node builds on `builder_cores`; each of `runner_cores` is a node of its own
-that volunteers one runner. Every node is a `ray start` under taskset, so its
-raylet, workers and actors keep to its cores. Stopping uses `ray stop --force`,
-which ends every Ray process of this machine.
+that volunteers one runner. Every node is a `ray start --block` pinned to its cores
+(its raylet, workers and actors inherit them) in a session of its own, so stopping
+the cluster ends exactly its processes and no other Ray on the machine.
 
     with local_cluster(builder_cores=[0], runner_cores=[1]) as cluster:
         rcompiler.tune(kernel, cluster=cluster.address)  # or cluster.client, a ray:// address
@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from typing import Iterator, NamedTuple
 
 from .nodes import RUNNER_RESOURCE
 
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
+START_SECONDS = 120.0
+
+
+class LocalCluster(NamedTuple):
+    address: str  # the head's host:port, for a driver on a node of the cluster
+    client: str  # ray://host:port, Ray Client's address, for a driver outside it
 
 
 def _free_port() -> int:
@@ -28,32 +37,71 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(cores: list[int], *args: str) -> None:
-    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run(["taskset", "-c", ",".join(map(str, cores)), *RAY, "start", *args, "--disable-usage-stats"],
-                   check=True, env=env, capture_output=True, timeout=180)
+def _node(cores: list[int], *args: str) -> subprocess.Popen:
+    log = tempfile.TemporaryFile()  # a file, never a pipe that fills up and blocks the node
+    node = subprocess.Popen([*RAY, "start", "--block", *args, "--disable-usage-stats"],
+                            env=os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}, start_new_session=True,
+                            preexec_fn=lambda: os.sched_setaffinity(0, cores), stdout=log, stderr=log)
+    node.log = log
+    return node
 
 
-def stop() -> None:
-    subprocess.run([*RAY, "stop", "--force"], capture_output=True, timeout=120)
+def _until(ready, nodes: list[subprocess.Popen], what: str) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while not ready():
+        dead = [n for n in nodes if n.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            why = f"not up after {START_SECONDS:g} s"
+            if dead:
+                dead[0].log.seek(0)
+                why = dead[0].log.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"local Ray cluster: {what}: {why}")
+        time.sleep(0.2)
 
 
-class LocalCluster(NamedTuple):
-    address: str  # the head's host:port, for a driver on a node of the cluster
-    client: str  # ray://host:port, Ray Client's address, for a driver outside it
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _runners_registered(address: str, want: int) -> bool:
+    import ray
+
+    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    try:
+        return int(ray.cluster_resources().get(RUNNER_RESOURCE, 0)) >= want
+    finally:
+        ray.shutdown()
 
 
 @contextlib.contextmanager
 def local_cluster(builder_cores: list[int], runner_cores: list[int]) -> Iterator[LocalCluster]:
-    """Start the cluster; yield its addresses; stop it."""
+    """Start the cluster; yield its addresses once every node has joined; stop it."""
     port, client_port = _free_port(), _free_port()
     address = f"127.0.0.1:{port}"
+    nodes: list[subprocess.Popen] = []
     try:
-        _start(builder_cores, "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-               f"--ray-client-server-port={client_port}", f"--num-cpus={len(builder_cores)}",
-               "--include-dashboard=false")
+        nodes.append(_node(builder_cores, "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                           f"--ray-client-server-port={client_port}", f"--num-cpus={len(builder_cores)}",
+                           "--include-dashboard=false"))
+        _until(lambda: _listening(port), nodes, "the head did not start")
         for core in runner_cores:
-            _start([core], f"--address={address}", "--num-cpus=1", f'--resources={{"{RUNNER_RESOURCE}": 1}}')
+            nodes.append(_node([core], f"--address={address}", "--num-cpus=1",
+                               f'--resources={{"{RUNNER_RESOURCE}": 1}}'))
+        _until(lambda: _runners_registered(address, len(runner_cores)), nodes, "the runner nodes did not join")
         yield LocalCluster(address, f"ray://127.0.0.1:{client_port}")
     finally:
-        stop()
+        for node in reversed(nodes):  # each node's session holds its raylet, workers and actors
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10  # Ray's own shutdown waits long for stuck workers
+        for node in nodes:
+            try:
+                node.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(node.pid, signal.SIGKILL)
+                node.wait()
