@@ -202,7 +202,9 @@ def test_heuristic_packs_b_when_it_is_stored_n_by_k():
     linear = get_kernel("matmul_transpose_b", (128, 512, 512))
     ideas = [s for _, s in HeuristicProposer().initial(linear, hw, 1)]
     packed = [s for s in ideas if s.has("pack")]
-    assert packed and ideas.index(packed[0]) <= 2 and check(packed[0], linear) is None
+    assert packed and ideas.index(packed[0]) <= 3 and all(check(s, linear) is None for s in packed)
+    # B alone into panels (as BLAS does), and all three operands: both are measured
+    assert {s.get("pack").sizes[0] == 0 for s in packed} == {True, False}
     assert not any(s.has("pack") for _, s in HeuristicProposer().initial(get_kernel("matmul", (128, 512, 512)), hw, 1))
 
 

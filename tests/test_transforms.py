@@ -20,6 +20,8 @@ CASES = {
     "pad odd shape": ("matmul", (50, 70, 30), (Pad((8, 32, 1)), Tile((8, 32, 1))) + VEC),
     "pack": ("matmul", (32, 64, 16), (Pack((8, 32, 1)), Tile((1, 1, 1, 0, 0, 0))) + VEC),
     "pack batch": ("batch_matmul", (2, 16, 32, 8), (Pack((8, 16, 1)), Tile((1, 1, 1, 1, 0, 0, 0))) + VEC),
+    "pack only b": ("matmul_transpose_b", (24, 64, 16), (Pack((0, 16, 0)), Tile((8, 2, 1, 16))) + VEC),
+    "pack only b batch": ("batch_matmul", (2, 16, 32, 8), (Pack((0, 16, 0)), Tile((1, 8, 1, 1, 16))) + VEC),
     "unroll": ("matmul", (32, 64, 16), (Tile((8, 32, 4)), Tile((8, 32, 1)), Unroll(2, 2)) + VEC),
     "contraction dot": ("matmul", (32, 64, 16), (Tile((8, 32, 1)), Contraction("dot")) + VEC),
     "contraction parallelarith": ("matmul", (32, 64, 16), (Tile((8, 32, 1)), Contraction("parallelarith")) + VEC),
@@ -47,7 +49,7 @@ def test_step_applies_and_verifies(case, measure_with):
     assert result.max_error <= kernel.tolerance
 
 
-@pytest.mark.parametrize("case", ["tile+vectorize+hoist", "pack", "pack batch"])
+@pytest.mark.parametrize("case", ["tile+vectorize+hoist", "pack", "pack batch", "pack only b"])
 def test_vectorized_steps_really_vectorize(case):
     """The rendered script turns the register tile into vector FMAs (not scalar loops); packed
     tiles too, whose unit dims once made the contraction lowering scalarise (6 vs 69 GFLOP/s)."""
@@ -127,7 +129,7 @@ def test_failure_is_attributed_to_its_step(measure_with):
     assert explained.startswith("step 1 (tile(sizes=[8, 32, 1]))"), explained
 
 
-@pytest.mark.parametrize("case", ["tile+vectorize+hoist", "peel odd shape", "pack", "fuse bias relu", "lanes",
+@pytest.mark.parametrize("case", ["tile+vectorize+hoist", "peel odd shape", "pack", "pack only b", "fuse bias relu", "lanes",
                                   "conv decompose", "conv im2col", "parallel", "pad odd shape"])
 def test_upstream_mlir_opt_applies_rendered_script(case, tmp_path):
     name, shape, steps = CASES[case]
@@ -147,3 +149,10 @@ def test_decompose_refuses_the_miscompiling_h_axis_form():
     kernel = get_kernel("conv2d", (1, 30, 30, 32, 32, 3, 3))
     reason = check(Schedule.of([Tile((1, 14, 1, 16, 1, 1, 4)), Decompose(), Vectorize()]), kernel)
     assert reason and "oh=1 and kh=1" in reason
+
+
+def test_pack_packs_all_three_operands_or_only_b():
+    kernel = get_kernel("matmul_transpose_b", (32, 64, 16))
+    assert check(Schedule.of([Pack((0, 16, 0)), Tile((8, 2, 1, 16))] + list(VEC)), kernel) is None
+    for sizes in ((0, 16, 1), (8, 0, 0), (0, 0, 0), (0, 24, 0)):
+        assert check(Schedule.of([Pack(sizes)] + list(VEC)), kernel), sizes

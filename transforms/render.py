@@ -247,12 +247,13 @@ def _layout(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str, 
         # Tile pack/unpack ops to single inner tiles and decompose them into
         # pad/transpose/insert_slice: no reshapes, which fold_memref_alias_ops
         # would otherwise chase forever after bufferization.
-        batch = len(p.nest.extents) - 6
+        pm, pn, _ = pack.sizes
+        batch = len(p.nest.extents) - (4 if pm == 0 else 6)
         packs, unpacks = w.fresh("packs"), w.fresh("unpacks")
         w(f"{packs} = transform.structured.match ops{{[\"linalg.pack\"]}} in {scope} : ({ANY}) -> {ANY}")
         _tile_for(w, packs, [1] * (batch + 2))
         w(f"{unpacks} = transform.structured.match ops{{[\"linalg.unpack\"]}} in {scope} : ({ANY}) -> {ANY}")
-        _tile_for(w, unpacks, [1] * batch + [pack.sizes[0], pack.sizes[1]])
+        _tile_for(w, unpacks, [1] * batch + [pm or 1, pn])
         w(f"transform.apply_patterns to {func} {{")
         w("  transform.apply_patterns.linalg.decompose_pack_unpack")
         w(f"}} : {ANY}")

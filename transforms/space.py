@@ -155,17 +155,25 @@ def _layout(schedule: Schedule, op_name: str, nest: LoopNest) -> None:
     if pack is not None:
         if op_name not in CONTRACTIONS:
             raise ScheduleError(f"pack: supported on {', '.join(CONTRACTIONS)}, not {op_name}")
-        if len(pack.sizes) != 3 or min(pack.sizes) < 1:
-            raise ScheduleError("pack: sizes are three positive inner tile sizes (m, n, k)")
+        pm, pn, pk = pack.sizes if len(pack.sizes) == 3 else (-1, -1, -1)
+        b_only = pm == pk == 0 and pn >= 1
+        if not (b_only or min(pm, pn, pk) >= 1):
+            raise ScheduleError("pack: sizes are three positive inner tile sizes (m, n, k), or [0, n, 0] "
+                                "to pack only B (and C) into n-wide panels")
         *batch, m, n, k = nest.extents
         for dim, size, ext in zip("mnk", pack.sizes, (m, n, k)):
-            if ext % size:
+            if size and ext % size:
                 raise ScheduleError(f"pack: inner size {size} does not divide {dim}={ext}")
-        pm, pn, pk = pack.sizes
-        b = ["b"] if batch else []
-        nest.names = b + ["mo", "no", "ko", "mi", "ni", "ki"]
-        nest.extents = batch + [m // pm, n // pn, k // pk, pm, pn, pk]
-        nest.iterators = ["parallel"] * len(batch) + ["parallel", "parallel", "reduction", "parallel", "parallel", "reduction"]
+        bn = ["b"] if batch else []
+        if b_only:  # loops m, n panels, k, then the panel's n
+            nest.names = bn + ["m", "no", "k", "ni"]
+            nest.extents = batch + [m, n // pn, k, pn]
+            nest.iterators = ["parallel"] * len(batch) + ["parallel", "parallel", "reduction", "parallel"]
+        else:
+            nest.names = bn + ["mo", "no", "ko", "mi", "ni", "ki"]
+            nest.extents = batch + [m // pm, n // pn, k // pk, pm, pn, pk]
+            nest.iterators = (["parallel"] * len(batch)
+                              + ["parallel", "parallel", "reduction", "parallel", "parallel", "reduction"])
     if im2col is not None:
         if op_name not in CONVS:
             raise ScheduleError(f"im2col: applies to {', '.join(CONVS)}, not {op_name}")

@@ -49,7 +49,9 @@ class Pack(Step):
     name = "pack"
     phase = 0
     about = ("pack_greedily the contraction into blocked layout with inner tiles (m, n, k); "
-             "later tiles then address the packed loops (outer m, n, k, then inner m, n, k)")
+             "later tiles then address the packed loops (outer m, n, k, then inner m, n, k). "
+             "[0, n, 0] packs only B (and C) into n-wide panels, contiguous along n; "
+             "the loops are then m, n panels, k, n within a panel")
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ class HeuristicProposer:
         # Layout-aware ideas (read from the indexing maps) go first, so the first round measures them
         # all: when B is stored n x k, the plain register tile above gathers every vector of B.
         layout = [self._lanes_along_k(kernel, M, N, K, b, hw), self._b_block_in_l1(kernel, M, N, K, b, hw),
-                  self._pack_b_panels(kernel, M, N, b, hw)]
+                  self._pack_only_b(kernel, M, N, K, b, hw), self._pack_b_panels(kernel, M, N, b, hw)]
         return [idea for idea in layout if idea is not None] + ideas
 
     @staticmethod
@@ -197,6 +197,28 @@ class HeuristicProposer:
         if kc == K and nc == N:
             outer = []
         return why, Schedule.of([*outer, Tile(tuple(b + [mr, nr, 0])), Lanes(lanes), Vectorize(), Hoist()])
+
+    @staticmethod
+    def _pack_only_b(kernel: Kernel, M: int, N: int, K: int, b: list[int], hw: Hardware
+                     ) -> tuple[str, Schedule] | None:
+        """B stored n x k: copy only B into panels one vector wide and contiguous along n (as BLAS
+        packs it), and leave A where it is, already contiguous along k for its broadcasts. One
+        pass over B per call; then the usual register and cache tiles, over panels."""
+        B = _b_operand(kernel, len(b))
+        lanes = hw.f32_lanes
+        if B is None or B.contiguous_loop() == len(b) + 1 or N % lanes:
+            return None
+        mr, nr = next(((mr, nr) for mr, nr in register_tiles(hw, M, N) if nr % lanes == 0 and N % nr == 0),
+                      (1, lanes))
+        kc = snap(K, hw.l1d_bytes / ((mr + nr) * F32))
+        mc, nc = snap(M, 8 * mr, mr), snap(N, hw.l2_bytes / (4 * kc * F32), nr)
+        order = tuple(range(len(b))) + tuple(x + len(b) for x in (0, 2, 1, 3))
+        why = (f"B is read along n but stored with k contiguous: pack only B into {lanes}-wide panels "
+               f"contiguous along n (one pass over B), keep A as it is, then block {mc}x{nc}x{kc} and a "
+               f"{mr}x{nr} register tile over the panels")
+        return why, Schedule.of([Pack((0, lanes, 0)), Tile(tuple(b + [mc, nc // lanes, kc, 0]), order),
+                                 Tile(tuple(b + [mr, nr // lanes, 1, lanes])), Vectorize(), Hoist(),
+                                 *([Peel()] if M % mr else [])])
 
     @staticmethod
     def _pack_b_panels(kernel: Kernel, M: int, N: int, b: list[int], hw: Hardware) -> tuple[str, Schedule] | None:
