@@ -256,30 +256,25 @@ class Measurer(MeasurerBase):
 
 def collect_build(future, limit: float) -> BuildResult:
     """A build future's outcome; a time limit or a dead worker is the candidate's result."""
-    try:
-        return future.result()
-    except FutureTimeout:
-        return BuildResult(Status.TIMEOUT, reason=f"compile exceeded {limit:g} s")
-    except ProcessExpired as err:
-        return BuildResult(Status.CRASH, reason="while compiling: " + _death_reason(err.exitcode))
-    except BrokenProcessPool as err:
-        raise _pool_error(err) from None
-    except Exception as err:  # noqa: BLE001 - an unexpected builder bug is still one candidate's result
-        return BuildResult(Status.APPLY_ERROR, reason=f"{type(err).__name__}: {err}"[:400])
+    return _collect(future, limit, BuildResult, "compile", "while compiling", Status.APPLY_ERROR)
 
 
 def collect_run(future, limit: float) -> Measurement:
     """A run future's outcome, as collect_build."""
+    return _collect(future, limit, Measurement, "run", "while running", Status.JIT_ERROR)
+
+
+def _collect(future, limit: float, result, stage: str, during: str, unexpected: Status):
     try:
         return future.result()
     except FutureTimeout:
-        return Measurement(Status.TIMEOUT, reason=f"run exceeded {limit:g} s")
+        return result(Status.TIMEOUT, reason=f"{stage} exceeded {limit:g} s")
     except ProcessExpired as err:
-        return Measurement(Status.CRASH, reason="while running: " + _death_reason(err.exitcode))
+        return result(Status.CRASH, reason=f"{during}: " + _death_reason(err.exitcode))
     except BrokenProcessPool as err:
         raise _pool_error(err) from None
-    except Exception as err:  # noqa: BLE001
-        return Measurement(Status.JIT_ERROR, reason=f"{type(err).__name__}: {err}"[:400])
+    except Exception as err:  # noqa: BLE001 - an unexpected worker bug is still one candidate's result
+        return result(unexpected, reason=f"{type(err).__name__}: {err}"[:400])
 
 
 class LocalRunners:
