@@ -115,10 +115,6 @@ class RunnerGroup:
                 "busy_fraction": round(self.busy_fraction(), 3), **self.cluster.counts}
 
     # -- borrowing runners -------------------------------------------------------------
-    @property
-    def busy(self) -> int:
-        return len(self.runners) - len(self._free)
-
     def add(self, actor, info: dict) -> None:
         with self._changed:
             self.runners[actor] = info
