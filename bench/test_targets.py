@@ -4,7 +4,7 @@
   reaches 75% of the measured FMA peak; its ratio to NumPy is reported under each
   OpenBLAS kernel;
 - conv2d 1x58x58x64 -> 64 (56x56 output), 3x3: 75% of peak;
-- two threads beat the best single-thread matmul 1024^3;
+- two threads run matmul 1024^3 at least 1.9x as fast as the best single-thread schedule;
 - `rcompiler.tune` with budget 64 on matmul 1024^3 reaches 60% of peak.
 """
 from __future__ import annotations
@@ -107,7 +107,7 @@ def test_conv2d_56x56_reaches_75_percent_of_peak(benchmark):
     assert gflops >= 0.75 * peak, data
 
 
-def test_two_threads_beat_the_best_single_thread_matmul_1024(benchmark):
+def test_two_threads_are_19x_the_best_single_thread_matmul_1024(benchmark):
     kernel = get_kernel("matmul", (1024, 1024, 1024))
     with Measurer(kernel, Limits(min_time=0.1)) as m:
         single = sweep(kernel, matmul_sweep(kernel), m, keep=1)[0]
@@ -120,7 +120,7 @@ def test_two_threads_beat_the_best_single_thread_matmul_1024(benchmark):
     record("matmul_1024_threads", data)
     benchmark.extra_info.update(data)
     timed_call(benchmark, kernel, parallel[0], threads=2)
-    assert best_parallel < final["single"], data
+    assert final["single"] / best_parallel >= 1.9, data  # issue 10: at least 1.9x on two cores
 
 
 def test_tune_budget_64_reaches_60_percent_of_peak(benchmark, tmp_path):
