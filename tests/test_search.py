@@ -197,6 +197,15 @@ def test_evolution_breeds_from_the_fastest():
                             if c.rationale.startswith("mutation"))
 
 
+def test_with_threads_the_heuristic_first_splits_each_single_core_idea():
+    kernel = get_kernel("matmul", (1024, 1024, 1024))
+    singles = [s for _, s in HeuristicProposer().initial(kernel, detect(), 1)]
+    ideas = [s for _, s in HeuristicProposer().initial(kernel, detect(), 2)]
+    split = [s for s in ideas if s.threads == 2]
+    assert len(split) >= 3 and ideas[:len(split)] == split  # split ideas lead: the answer uses both cores
+    assert ideas[len(split):] == singles  # the single-core ideas stay, after them
+
+
 def test_heuristic_packs_b_when_it_is_stored_n_by_k():
     hw = detect()
     linear = get_kernel("matmul_transpose_b", (128, 512, 512))

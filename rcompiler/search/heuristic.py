@@ -87,10 +87,11 @@ class HeuristicProposer:
             ideas = self._conv_nchw(kernel, hw) + self._generic(kernel, hw)
         else:
             ideas = self._generic(kernel, hw)
-        if threads > 1 and ideas:
-            par = self._parallel(kernel, ideas[0][1], threads)
-            if par is not None:
-                ideas.insert(1, par)
+        if threads > 1:
+            # With threads to use, the answer is a split schedule: split each idea first (which
+            # single-core idea wins is not known before measuring), the single-core ones after.
+            split = [self._parallel(kernel, s, threads) for _, s in ideas]
+            ideas = [p for p in split if p is not None] + ideas
         return ideas
 
     def _contraction(self, kernel: Kernel, hw: Hardware) -> list[tuple[str, Schedule]]:
