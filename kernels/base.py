@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,6 +32,10 @@ class ArgSpec:
     @property
     def tensor_type(self) -> str:
         return f"tensor<{'x'.join(map(str, self.shape))}x{_MLIR_DTYPES[self.dtype]}>"
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
 _MLIR_DTYPES = {"float32": "f32", "float64": "f64"}

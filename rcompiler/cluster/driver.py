@@ -205,9 +205,9 @@ class Cluster:
         """Start n runner actors and put each in the group of the hardware it reports."""
         import ray
 
-        from .nodes import RunnerActor
-
         from rcompiler.lifetime import deferred_interrupts
+
+        from .nodes import RunnerActor
 
         with deferred_interrupts():
             actors = [RunnerActor.remote() for _ in range(n)]

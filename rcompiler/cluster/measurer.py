@@ -25,7 +25,6 @@ POLL_SECONDS = 0.2  # how often to look for a free runner when the group's are a
 class RayMeasurer(MeasurerBase):
     def __init__(self, group: RunnerGroup, kernel, limits: Limits | None = None, seed: int = 0):
         self.group, self.kernel, self.limits, self.seed = group, kernel, limits or Limits(), seed
-        self._reference = None
         self._reference_ref = None
 
     def measure_numpy(self) -> Measurement | None:

@@ -50,7 +50,7 @@ def input_sets(task: RunTask, most: int = 64) -> int:
         return 1
     from rcompiler.hardware import detect
 
-    in_bytes = sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in task.args if not a.is_output)
+    in_bytes = sum(a.nbytes for a in task.args if not a.is_output)
     return max(1, min(most, -(-2 * detect().l3_bytes // max(1, in_bytes))))
 
 

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Callable
-
-import numpy as np
 
 from rcompiler.db import Database, DatabaseError
 from rcompiler.hardware import Hardware
@@ -89,8 +86,7 @@ def compose(program: Program, parts: dict[str, Schedule]):
 def outgrows_cache(kernel, hardware: Hardware) -> bool:
     """Whether one call's arguments (what it reads and writes at least) exceed the last-level
     cache, so that every call meets them in memory."""
-    data = sum(math.prod(a.shape) * np.dtype(a.dtype).itemsize for a in kernel.args)
-    return data > hardware.l3_bytes > 0
+    return sum(a.nbytes for a in kernel.args) > hardware.l3_bytes > 0
 
 
 def parts_key(parts: dict[str, Schedule]) -> str:
@@ -200,7 +196,7 @@ class ModuleTuner:
             reference = original.reference()
             result.naive_seconds = self._baseline(original)
         with self.backend.measurer(self.program.kernel, limits) as measurer:
-            measurer._reference = reference
+            measurer.use_reference(reference)
             measured = self._measure(measurer, best)
             if not measured.ok and len(best) > 1:
                 gain = {o.task.key: o.weight * ((t.naive_seconds or 0) - (t.best_seconds or 0))
