@@ -10,6 +10,8 @@ from rcompiler.kernels.base import Kernel
 from rcompiler.measure import Candidate, Measurer
 from rcompiler.transforms import Schedule, render
 
+from .peers import Peer, time_round
+
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # NumPy as the machine's environment sets OpenBLAS, with both variables unset
 # (OpenBLAS picks its kernel for the CPU), and forced to the AVX2 Haswell kernel.
@@ -35,13 +37,16 @@ def numpy_seconds(kernel: Kernel, setting: str, min_time: float = 0.5) -> tuple[
 
 
 def interleaved(kernel: Kernel, schedules: dict[str, Schedule], measurer: Measurer, rounds: int = 3,
-                blas: tuple[str, ...] = (), strict: bool = True) -> tuple[dict[str, float], dict[str, str]]:
-    """Minimum time of each schedule (and NumPy per BLAS setting) over rounds that
-    alternate between them, so slow drifts of a shared machine hit all alike.
-    Not strict: a schedule that fails when re-measured is left out, not fatal."""
+                blas: tuple[str, ...] = (), strict: bool = True,
+                peers: dict[str, Peer] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+    """Minimum time of each schedule (and NumPy per BLAS setting, and each peer) over rounds
+    that alternate between them, so slow drifts of a shared machine hit all alike.
+    Not strict: a schedule that fails when re-measured is left out, not fatal. A peer that
+    fails when timed is dropped (from `peers` too), its reason under its name in the second dict."""
     best: dict[str, float] = {}
     kernels: dict[str, str] = {}
     for _ in range(rounds):
+        time_round(peers or {}, best, kernels)
         for label, schedule in schedules.items():
             m = measurer.measure(Candidate(render(schedule, kernel).text, schedule.threads))
             if not m.ok:

@@ -1,7 +1,10 @@
 """Peers timed beside rcompiler on the same computation: IREE's default compile of the same
-Linalg, and PyTorch eager (and torch.compile) on the CPU. Each runs in a subprocess pinned
-to the core rcompiler times on, with the thread count asked for. A peer that is not
-installed is a skipped row with a one-line reason, never a failure."""
+Linalg, PyTorch eager (and torch.compile) on the CPU, and TVM MetaSchedule tuned with a
+given number of trials. A peer is prepared once (compiled, or tuned) and then timed in
+rounds interleaved with rcompiler's schedules, each timing in a subprocess pinned to the
+core rcompiler times on, with the thread count asked for. A peer that is not installed or
+fails is a skipped row with a one-line reason, never a failure.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -10,12 +13,32 @@ import os
 import subprocess
 import sys
 import sysconfig
-import tempfile
+from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from rcompiler.kernels.base import ArgSpec
+from rcompiler.kernels.base import ArgSpec, Kernel
+from rcompiler.kernels.library import tensor_function
+
+INSTALL = 'pip install -e ".[peers]"'
+
+
+class Skipped(Exception):
+    """A peer that cannot be timed here; the message is its one-line reason."""
+
+
+@dataclass
+class Peer:
+    name: str
+    version: str
+    timer: Callable[[], float]  # one timing, in seconds
+    info: dict = field(default_factory=dict)  # what preparing it found (TVM's tuning curve)
+
+    def time(self) -> float:
+        return self.timer()
 
 
 def _pin(threads: int) -> list[int]:
@@ -23,58 +46,129 @@ def _pin(threads: int) -> list[int]:
     return cpus[-threads:]  # the timing core first (the runner's), then the others
 
 
+def _taskset(threads: int) -> list[str]:
+    return ["taskset", "-c", ",".join(map(str, _pin(threads)))]
+
+
 def _tool(name: str) -> str:
     return str(Path(sysconfig.get_paths()["scripts"]) / name)
 
 
-def iree_version() -> str | None:
-    if importlib.util.find_spec("iree.compiler") is None or importlib.util.find_spec("iree.runtime") is None:
-        return None
-    from importlib.metadata import version
-
-    return version("iree-base-compiler")
+def _last_line(text: str) -> str:
+    return (text.strip().splitlines() or ["?"])[-1][:200]
 
 
-def iree(source: str, func: str, inputs: tuple[ArgSpec, ...], threads: int = 1, seed: int = 0) -> dict:
-    """IREE's default llvm-cpu compile for the host CPU, timed by iree-benchmark-module."""
-    found = iree_version()
-    if found is None:
-        return {"skipped": 'IREE is not installed (pip install -e ".[peers]")'}
-    with tempfile.TemporaryDirectory() as tmp:
-        src, vmfb = Path(tmp) / "m.mlir", Path(tmp) / "m.vmfb"
-        src.write_text(source)
-        done = subprocess.run([_tool("iree-compile"), "--iree-hal-target-device=local",
-                               "--iree-hal-local-target-device-backends=llvm-cpu", "--iree-llvmcpu-target-cpu=host",
-                               str(src), "-o", str(vmfb)], capture_output=True, text=True, timeout=1800)
-        if done.returncode:
-            return {"skipped": "iree-compile failed: " + done.stderr.strip().splitlines()[-1][:200]}
-        rng = np.random.default_rng(seed)
-        args = []
-        for i, spec in enumerate(inputs):
-            path = Path(tmp) / f"in{i}.npy"
-            np.save(path, rng.uniform(-1, 1, spec.shape).astype(spec.dtype))
-            args.append(f"--input=@{path}")
-        device = (["--device=local-sync"] if threads == 1 else
-                  ["--device=local-task", f"--task_topology_cpu_ids={','.join(map(str, _pin(threads)))}"])
-        done = subprocess.run(["taskset", "-c", ",".join(map(str, _pin(threads))), _tool("iree-benchmark-module"),
-                               f"--module={vmfb}", f"--function={func}", *device, *args,
-                               "--benchmark_repetitions=5", "--benchmark_format=json"],
-                              capture_output=True, text=True, timeout=1800)
-        if done.returncode:
-            return {"skipped": "iree-benchmark-module failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:200]}
-        runs = [b for b in json.loads(done.stdout[done.stdout.index("{"):])["benchmarks"]
-                if b.get("run_type") == "iteration"]
-        scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[runs[0]["time_unit"]]
-        return {"seconds": min(b["real_time"] for b in runs) * scale, "version": f"IREE {found}"}
-
-
-def torch_block(model: str, sizes: dict, threads: int = 1, compiled: bool = False) -> dict:
-    """PyTorch on the CPU running the same block (see bench/torch_blocks.py)."""
-    if importlib.util.find_spec("torch") is None:
-        return {"skipped": 'PyTorch is not installed (pip install -e ".[peers]")'}
-    done = subprocess.run(["taskset", "-c", ",".join(map(str, _pin(threads))), sys.executable, "-m",
-                           "bench.torch_blocks", model, json.dumps(sizes), str(threads), str(int(compiled))],
-                          capture_output=True, text=True, timeout=1800)
+def _run(what: str, command: list[str], timeout: float = 1800, env: dict | None = None) -> str:
+    """stdout of a peer's subprocess; a failure is Skipped with the last line it printed."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise Skipped(f"{what} took over {timeout:.0f} s") from None
     if done.returncode:
-        return {"skipped": "PyTorch failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:200]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        raise Skipped(f"{what} failed: {_last_line(done.stderr)}")
+    return done.stdout
+
+
+def _installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+# --- IREE: the same Linalg, default llvm-cpu pipeline for the host, timed by iree-benchmark-module
+
+def iree_peer(source: str, func: str, inputs: tuple[ArgSpec, ...], work_dir: Path, threads: int = 1,
+              seed: int = 0) -> Peer:
+    if not _installed("iree.compiler", "iree.runtime"):
+        raise Skipped(f"IREE is not installed ({INSTALL})")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    src, vmfb = work_dir / "iree.mlir", work_dir / "iree.vmfb"
+    src.write_text(source)
+    _run("iree-compile", [_tool("iree-compile"), "--iree-hal-target-device=local",
+                          "--iree-hal-local-target-device-backends=llvm-cpu", "--iree-llvmcpu-target-cpu=host",
+                          str(src), "-o", str(vmfb)])
+    rng = np.random.default_rng(seed)
+    args = []
+    for i, spec in enumerate(inputs):
+        path = work_dir / f"iree_in{i}.npy"
+        np.save(path, rng.uniform(-1, 1, spec.shape).astype(spec.dtype))
+        args.append(f"--input=@{path}")
+    device = (["--device=local-sync"] if threads == 1 else
+              ["--device=local-task", f"--task_topology_cpu_ids={','.join(map(str, _pin(threads)))}"])
+    command = [*_taskset(threads), _tool("iree-benchmark-module"), f"--module={vmfb}", f"--function={func}",
+               *device, *args, "--benchmark_repetitions=5", "--benchmark_format=json"]
+
+    def timer() -> float:
+        out = _run("iree-benchmark-module", command)
+        runs = [b for b in json.loads(out[out.index("{"):])["benchmarks"] if b.get("run_type") == "iteration"]
+        scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[runs[0]["time_unit"]]
+        return min(b["real_time"] for b in runs) * scale
+
+    return Peer("IREE", f"IREE {version('iree-base-compiler')}", timer)
+
+
+def iree_kernel(kernel: Kernel, work_dir: Path, threads: int = 1) -> Peer:
+    """IREE on a built-in kernel's Linalg, with tensors at the boundary as IREE takes it."""
+    return iree_peer(tensor_function(kernel), kernel.func_name, kernel.inputs, work_dir, threads)
+
+
+# --- PyTorch on the CPU: the same block or kernel (bench/torch_blocks.py)
+
+def torch_peer(model: str, sizes: dict, threads: int = 1, compiled: bool = False) -> Peer:
+    if not _installed("torch"):
+        raise Skipped(f"PyTorch is not installed ({INSTALL})")
+    command = [*_taskset(threads), sys.executable, "-m", "bench.torch_blocks", model, json.dumps(sizes),
+               str(threads), str(int(compiled))]
+    name = "torch.compile" if compiled else "PyTorch eager"
+
+    def timer() -> float:
+        return json.loads(_run(name, command).strip().splitlines()[-1])["seconds"]
+
+    return Peer(name, f"PyTorch {version('torch')}" + (" compile" if compiled else ""), timer)
+
+
+def torch_kernel(kernel: Kernel, threads: int = 1) -> Peer:
+    return torch_peer(kernel.kind, kernel.dims, threads)
+
+
+# --- TVM MetaSchedule: the same computation in TE, tuned with `trials` measured schedules
+
+def tvm_peer(kernel: Kernel, trials: int, work_dir: Path, threads: int = 1, timeout: float = 3600) -> Peer:
+    """Tunes once (bench/tvm_peer.py; its log and database stay in work_dir, and a finished
+    tuning is reused), then times the built library."""
+    if not _installed("tvm"):
+        raise Skipped(f"TVM is not installed ({INSTALL})")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads))
+    args = [kernel.kind, json.dumps(kernel.dims), str(threads), str(work_dir)]
+    summary = work_dir / f"tuned-{trials}.json"
+    if not summary.exists():
+        out = _run("TVM MetaSchedule", [sys.executable, "-m", "bench.tvm_peer", "tune", *args, str(trials)],
+                   timeout, env)
+        summary.write_text(out.strip().splitlines()[-1])
+    info = json.loads(summary.read_text())
+    command = [*_taskset(threads), sys.executable, "-m", "bench.tvm_peer", "time", *args]
+
+    def timer() -> float:
+        return json.loads(_run("TVM MetaSchedule", command, env=env).strip().splitlines()[-1])["seconds"]
+
+    return Peer(f"TVM MetaSchedule ({trials} trials)", info["version"], timer, info)
+
+
+def prepare_all(makers: dict[str, Callable[[], Peer]]) -> tuple[dict[str, Peer], dict[str, str]]:
+    """The peers that could be prepared, by row name, and a one-line reason for each that could not."""
+    ready, skipped = {}, {}
+    for name, make in makers.items():
+        try:
+            ready[name] = make()
+        except Skipped as reason:
+            skipped[name] = str(reason)
+    return ready, skipped
+
+
+def time_round(peers: dict[str, Peer], best: dict[str, float], skipped: dict[str, str]) -> None:
+    """Time each peer once, keeping its minimum in `best`; a peer that fails is moved to `skipped`."""
+    for name, peer in list(peers.items()):
+        try:
+            best[name] = min(best.get(name, float("inf")), peer.time())
+        except Skipped as reason:
+            skipped[name] = str(reason)
+            del peers[name]

@@ -36,8 +36,12 @@ def test_model_block_against_peers(model, benchmark, tmp_path):
     result = held["r"]
     assert result.best is not None, result.dropped
     script = compose(program, result.parts).text
+    others, skipped = peers.prepare_all({
+        "IREE": lambda: peers.iree_peer(program.source, program.original.func_name, program.original.inputs,
+                                        tmp_path / "iree"),
+        "PyTorch eager": lambda: peers.torch_peer(model, {}),
+        "torch.compile": lambda: peers.torch_peer(model, {}, compiled=True)})
     times: dict[str, float] = {}
-    versions: dict[str, str] = {}
     with Measurer(program.original, Limits(min_time=0.2)) as original:
         reference = original.reference()
     with Measurer(program.kernel, Limits(min_time=0.5)) as m:
@@ -45,16 +49,9 @@ def test_model_block_against_peers(model, benchmark, tmp_path):
         for _ in range(3):  # rounds alternate, so a slow drift of a shared machine hits all alike
             ours = m.measure(Candidate(script))
             assert ours.ok, ours.reason
-            runs = {"rcompiler": {"seconds": ours.seconds},
-                    "IREE": peers.iree(program.source, program.original.func_name, program.original.inputs),
-                    "PyTorch eager": peers.torch_block(model, {}),
-                    "torch.compile": peers.torch_block(model, {}, compiled=True)}
-            for name, run in runs.items():
-                if "seconds" in run:
-                    times[name] = min(times.get(name, float("inf")), run["seconds"])
-                    versions[name] = run.get("version", "")
-                else:
-                    versions[name] = run["skipped"]
+            times["rcompiler"] = min(times.get("rcompiler", float("inf")), ours.seconds)
+            peers.time_round(others, times, skipped)
+    versions = {**skipped, **{name: peer.version for name, peer in others.items()}}
     flops = program.kernel.flops
     data = {"block": model, "budget": BUDGET, "samples": result.samples, "tuning_seconds": result.wall_seconds,
             "gflops": {k: flops / v / 1e9 for k, v in times.items()},

@@ -1,7 +1,9 @@
-"""The built-in model blocks in PyTorch, to time eager (and torch.compile) on the CPU:
+"""The built-in model blocks and kernels in PyTorch, to time eager (and torch.compile) on the CPU:
 
     python -m bench.torch_blocks llama_mlp '{"tokens": 32, ...}' THREADS COMPILED
-prints {"seconds": ..., "version": ...}. Same computation as kernels/models.py.
+    python -m bench.torch_blocks matmul '{"M": 512, "N": 512, "K": 512}' THREADS COMPILED
+prints {"seconds": ..., "version": ...}. Same computation as kernels/models.py and kernels/library.py
+(kernels by their kind, with the dims of Kernel.dims).
 """
 import json
 import sys
@@ -39,12 +41,41 @@ def blocks(torch):
     return {"llama_mlp": llama_mlp, "llama_attention": llama_attention, "resnet_block": resnet_block}
 
 
+def kernels(torch):
+    F = torch.nn.functional
+
+    def matmul(M, N, K):
+        return torch.matmul, (torch.randn(M, K), torch.randn(K, N))
+
+    def matmul_transpose_b(M, N, K):  # a Linear layer: B stored N x K
+        return F.linear, (torch.randn(M, K), torch.randn(N, K))
+
+    def batch_matmul(B, M, N, K):
+        return torch.bmm, (torch.randn(B, M, K), torch.randn(B, K, N))
+
+    def matmul_bias_relu(M, N, K):
+        return (lambda a, b, bias: torch.relu(torch.addmm(bias, a, b))), (torch.randn(M, K), torch.randn(K, N),
+                                                                          torch.randn(N))
+
+    def conv2d(N, H, W, C, F_, KH, KW, stride=1, dilation=1):
+        # PyTorch's own fast layout for NHWC activations: channels_last (oneDNN), same computation.
+        x = torch.randn(N, C, H, W).to(memory_format=torch.channels_last)
+        w = torch.randn(F_, C, KH, KW).to(memory_format=torch.channels_last)
+        return (lambda x, w: F.conv2d(x, w, stride=stride, dilation=dilation)), (x, w)
+
+    return {"matmul": matmul, "matmul_transpose_b": matmul_transpose_b, "batch_matmul": batch_matmul,
+            "matmul_bias_relu": matmul_bias_relu, "conv2d": conv2d}
+
+
 def main() -> None:
     import torch
 
     model, sizes, threads, compiled = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
     torch.set_num_threads(threads)
-    fn, args = blocks(torch)[model](**sizes)
+    if model in kernels(torch):
+        fn, args = kernels(torch)[model](**{("F_" if k == "F" else k): v for k, v in sizes.items()})
+    else:
+        fn, args = blocks(torch)[model](**sizes)
     if compiled:
         fn = torch.compile(fn)
     with torch.inference_mode():

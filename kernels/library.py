@@ -32,6 +32,37 @@ def _function(name: str, args: tuple[ArgSpec, ...], body: list[str], results: di
     return "\n".join(lines) + "\n"
 
 
+def tensor_function(kernel: Kernel) -> str:
+    """The same built-in kernel with tensors at its boundary (inputs in, results returned), as a
+    peer compiler such as IREE takes it: the inverse of `_function`'s wrapping."""
+    if kernel.kind == "user":
+        raise KernelError("only built-in kernels have a generated tensor form")
+    head, *lines = kernel.payload.splitlines()
+    ins = [a for a in kernel.args if not a.is_output]
+    outs = [a for a in kernel.args if a.is_output]
+    body, results = [], {}
+    for line in lines[:-1]:  # the last line closes the function
+        text = line.strip()
+        if text.startswith("return"):
+            continue
+        if " = bufferization.to_tensor %" in text:
+            name = text.split(" = ")[0][1:-2]  # %X_t -> X
+            out = next((a for a in outs if a.name == name), None)
+            if out is not None:  # an output's buffer becomes a fresh destination tensor
+                body.append(f"  %{name}_t = tensor.empty() : {out.tensor_type}")
+            continue
+        if text.startswith("bufferization.materialize_in_destination"):
+            value, dest = text.split()[1], text.split(" writable ")[1].split()[0]
+            results[dest[1:]] = value
+            continue
+        body.append(line)
+    sig = ", ".join(f"%{a.name}_t: {a.tensor_type}" for a in ins)
+    types = ", ".join(a.tensor_type for a in outs)
+    values = ", ".join(results[a.name] for a in outs)
+    return "\n".join([f"func.func @{kernel.func_name}({sig}) -> ({types}) {{", *body,
+                      f"  return {values} : {types}", "}"]) + "\n"
+
+
 def _zero(out: ArgSpec) -> list[str]:
     return [
         "%zero = arith.constant 0.0 : f32",
