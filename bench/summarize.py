@@ -20,9 +20,11 @@ def best_index(seconds: list) -> int | None:
 
 
 def summarize(runs, timings: dict, budgets) -> dict:
-    """Per kernel, strategy and budget: medians over seeds of the re-timed best schedule."""
+    """Per kernel, strategy and budget: medians over seeds of the re-timed best schedule; budget 1 is
+    the proposer's first guess, always reported."""
     from rcompiler.transforms import Schedule
 
+    budgets = (1, *(b for b in budgets if b != 1))
     out: dict = {"kernels": {}, "summary": {}}
     strategies = sorted({r.strategy for r in runs})
     for klabel, t in timings.items():
@@ -59,7 +61,9 @@ def summarize(runs, timings: dict, budgets) -> dict:
         for row in rows.values():
             row["fraction_of_best"] = fastest / row["seconds"] if fastest and row["seconds"] else 0.0
         out["kernels"][klabel] = {"rows": rows, "peak_gflops": t["peak_gflops"], "numpy_seconds": numpy,
-                                  "numpy_kernel": t["numpy_kernel"], "naive_seconds": t["naive_seconds"]}
+                                  "numpy_kernel": t["numpy_kernel"], "naive_seconds": t["naive_seconds"],
+                                  "peers": peer_rows(t, rows.get(f"{HEADLINE}@{budgets[-1]}", {}).get("seconds")),
+                                  "peers_skipped": t.get("peers_skipped", {})}
     for strat in strategies:
         for b in budgets:
             cells = [k["rows"][f"{strat}@{b}"] for k in out["kernels"].values()]
@@ -69,6 +73,23 @@ def summarize(runs, timings: dict, budgets) -> dict:
                 "fraction_of_peak": _median([c["fraction_of_peak"] for c in cells])}
     out["verdict"] = verdict(out, budgets)
     return out
+
+
+def peer_rows(t: dict, ours: float | None) -> dict:
+    """Each peer (NumPy included) as GFLOP/s, fraction of the measured peak, and rcompiler's speed over it."""
+    timed = {name: {"seconds": p["seconds"], "version": p["version"], "curve": p.get("curve")}
+             for name, p in t.get("peers", {}).items()}
+    numpy = next((k for k in t["seconds"] if k.startswith("numpy")), None)
+    if numpy:
+        import numpy as np
+
+        blas = t["numpy_kernel"].get(numpy, "OpenBLAS")
+        timed["NumPy"] = {"seconds": t["seconds"][numpy], "version": f"NumPy {np.__version__} ({blas}, one thread)"}
+    for row in timed.values():
+        row["gflops"] = t["flops"] / row["seconds"] / 1e9
+        row["fraction_of_peak"] = row["gflops"] / t["peak_gflops"]
+        row["rcompiler_vs"] = row["seconds"] / ours if ours else None
+    return timed
 
 
 def verdict(results: dict, budgets) -> list[str]:
@@ -95,7 +116,7 @@ def _fmt(x, spec, none="-"):
 
 
 def markdown(results: dict, meta: dict) -> str:
-    budgets = meta["budgets"]
+    budgets = [1, *meta["budgets"]]
     strategies = sorted({row["strategy"] for k in results["kernels"].values() for row in k["rows"].values()})
     took = f"{meta['wall_minutes']:.0f} minutes"
     if meta["measured_now"] < meta["samples"]:
@@ -105,7 +126,7 @@ def markdown(results: dict, meta: dict) -> str:
              f"{len(meta['seeds'])} seeds, {took}.", "",
              "Median across kernels of (best speed a strategy found / best speed any strategy found) and, in "
              "brackets, the median speedup over the naive lowering; best times re-measured interleaved.", "",
-             "| strategy | " + " | ".join(f"{b} samples" for b in budgets) + " |",
+             "| strategy | " + " | ".join("first guess" if b == 1 else f"{b} samples" for b in budgets) + " |",
              "| --- | " + " | ".join("---" for _ in budgets) + " |"]
     for strat in strategies:
         cells = [results["summary"][f"{strat}@{b}"] for b in budgets]
@@ -123,7 +144,42 @@ def markdown(results: dict, meta: dict) -> str:
             lines.append(f"| {klabel} | {strat} | {_fmt(r['gflops'], '.1f')} | {_fmt(r['fraction_of_peak'], '.0%')} | "
                          f"{_fmt(r['speedup'], '.0f')} | {_fmt(r['vs_numpy'], '.2f')} | {reach} | {fails} | "
                          f"{_fmt(r['seconds_per_sample'], '.2f')} |")
-    numpy_kernels = sorted({v for k in results["kernels"].values() for v in k["numpy_kernel"].values()})
-    if numpy_kernels:
-        lines += ["", f"NumPy: single-threaded, OpenBLAS as the environment sets it ({'; '.join(numpy_kernels)})."]
+    lines += peer_table(results, meta)
     return "\n".join(lines) + "\n"
+
+
+PEERS = ("PyTorch eager", "NumPy", "IREE", "TVM MetaSchedule")
+
+
+def peer_table(results: dict, meta: dict) -> list[str]:
+    """rcompiler (MCTS + heuristic: first guess, 16 samples, the largest budget) beside each peer."""
+    last = meta["budgets"][-1]
+    shown = [1, *(b for b in (16,) if b in meta["budgets"][:-1]), last]  # first guess, the paper's budget, the last
+    lines = ["", f"Beside the libraries and compilers, one thread, timed in the same rounds: GFLOP/s (% of the "
+             f"measured FMA peak); under each peer, {HEADLINE} at {last} samples over that peer (above 1: "
+             f"rcompiler is faster). TVM MetaSchedule is tuned with {last} trials.", "",
+             "| kernel | peak | " + " | ".join(f"{HEADLINE} " + ("first guess" if b == 1 else f"@{b}") for b in shown)
+             + " | " + " | ".join(PEERS) + " |", "| --- " * (2 + len(shown) + len(PEERS)) + "|"]
+    versions, skipped = {}, {}
+
+    def ours(k, b):
+        row = k["rows"].get(f"{HEADLINE}@{b}", {})
+        return f"{_fmt(row.get('gflops'), '.1f')} ({_fmt(row.get('fraction_of_peak'), '.0%')})"
+
+    for klabel, k in results["kernels"].items():
+        cells = []
+        for name in PEERS:
+            p = k["peers"].get(name)
+            if p:
+                versions[name] = p["version"]
+                cells.append(f"{p['gflops']:.1f} ({p['fraction_of_peak']:.0%}) {_fmt(p['rcompiler_vs'], '.2f')}x")
+            else:
+                reason = k["peers_skipped"].get(name)
+                if reason:
+                    skipped.setdefault(f"{name}: {reason}", []).append(klabel)
+                cells.append("-")
+        lines.append(f"| {klabel} | {k['peak_gflops']:.0f} | " + " | ".join(ours(k, b) for b in shown) + " | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "Peers: " + "; ".join(versions.values()) + "."]
+    lines += [f"Not timed: {why} ({', '.join(ks)})." for why, ks in skipped.items()]
+    return lines

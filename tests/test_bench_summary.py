@@ -18,7 +18,7 @@ def _run(strategy, seed, seconds, measured_now=None):
 def _retimed(runs):
     """Re-timed seconds equal the tuning-time seconds: the arithmetic is then easy to check."""
     seconds = {Schedule.from_json(r.schedules[i]).key: s for r in runs for i, s in enumerate(r.seconds) if s}
-    return {"k": {"seconds": seconds | {"numpy (as set)": 2.0}, "numpy_kernel": {"as set": "openblas"},
+    return {"k": {"seconds": seconds | {"numpy (as set)": 2.0}, "numpy_kernel": {"numpy (as set)": "OpenBLAS Zen"},
                   "peak_gflops": 100.0, "flops": 100e9, "naive_seconds": 40.0}}
 
 
@@ -46,6 +46,26 @@ def test_verdict_says_where_the_headline_is_behind():
     assert res["verdict"][-1] == "At 32 samples a baseline found a faster schedule (by more than 2%) on: k."
 
 
+def test_peers_are_rows_with_gflops_share_of_peak_and_rcompilers_ratio():
+    runs = [_run(s, 0, [4.0, 2.0], measured_now=2) for s in ("mcts+heuristic", "random", "evolutionary")]
+    timings = _retimed(runs)
+    timings["k"]["seconds"]["PyTorch eager"] = 1.0
+    timings["k"]["peers"] = {"PyTorch eager": {"seconds": 1.0, "version": "PyTorch 9"}}
+    timings["k"]["peers_skipped"] = {"IREE": "IREE is not installed", "TVM MetaSchedule": "not tuned on this kernel"}
+    res = summarize(runs, timings, (1, 2))
+    rows = res["kernels"]["k"]["peers"]
+    assert rows["PyTorch eager"]["gflops"] == 100.0 and rows["PyTorch eager"]["rcompiler_vs"] == 0.5
+    assert rows["NumPy"]["gflops"] == 50.0 and rows["NumPy"]["rcompiler_vs"] == 1.0
+    assert res["kernels"]["k"]["rows"]["mcts+heuristic@1"]["seconds"] == 4.0  # the first guess
+    meta = {"mode": "quick", "date": "d", "machine": "m", "seeds": [0], "budgets": [2], "wall_minutes": 1.0,
+            "samples": 6, "measured_now": 6}
+    table = markdown(res, meta)
+    assert "| strategy | first guess | 2 samples |" in table
+    assert "| k | 100 | 25.0 (25%) | 50.0 (50%) | 100.0 (100%) 0.50x | 50.0 (50%) 1.00x | - | - |" in table
+    assert "Not timed: IREE: IREE is not installed (k)." in table
+    assert "Peers: PyTorch 9; NumPy " in table and "(OpenBLAS Zen, one thread)" in table
+
+
 def test_table_says_how_much_was_measured_now():
     runs = [_run(s, 0, [2.0, 1.0], measured_now=1) for s in ("mcts+heuristic", "random", "evolutionary")]
     meta = {"mode": "full", "date": "2026-11-26", "machine": "m", "seeds": [0], "budgets": [2],
@@ -53,6 +73,7 @@ def test_table_says_how_much_was_measured_now():
     table = markdown(summarize(runs, _retimed(runs), (2,)), meta)
     assert "3 minutes in this invocation, which measured 3 of the 6 samples" in table
     assert "| k | random | 100.0 | 100% | 40 | 2.00 | 2 | 0 | 0.50 |" in table
+    assert "| strategy | first guess | 2 samples |" in table
     assert "which measured" not in markdown(summarize(runs, _retimed(runs), (2,)), meta | {"measured_now": 6})
 
 
@@ -68,7 +89,7 @@ def test_bench_run_end_to_end_on_a_tiny_plan(tmp_path, monkeypatch):
     first = json.loads((tmp_path / "results.json").read_text())
     assert first["meta"]["samples"] == 12 and first["meta"]["measured_now"] > 0
     assert set(first["results"]["summary"]) == {f"{s}@{b}" for s in ("mcts+heuristic", "mcts+random", "random",
-                                                                      "evolutionary") for b in (2, 3)}
+                                                                      "evolutionary") for b in (1, 2, 3)}
     assert (tmp_path / "matmul_64x64x64_.png").stat().st_size > 1000
     assert "| matmul[64x64x64] | mcts+heuristic |" in (tmp_path / "table.md").read_text()
     assert bench.run.main(["--quick", "--out", str(tmp_path)]) == 0
