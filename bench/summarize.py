@@ -72,6 +72,7 @@ def summarize(runs, timings: dict, budgets) -> dict:
                 "speedup": _median([c["speedup"] for c in cells]),
                 "fraction_of_peak": _median([c["fraction_of_peak"] for c in cells])}
     out["verdict"] = verdict(out, budgets)
+    out["against_peers"] = against_peers(out, budgets)
     return out
 
 
@@ -90,6 +91,44 @@ def peer_rows(t: dict, ours: float | None) -> dict:
         row["fraction_of_peak"] = row["gflops"] / t["peak_gflops"]
         row["rcompiler_vs"] = row["seconds"] / ours if ours else None
     return timed
+
+
+LIBRARIES = ("PyTorch eager", "NumPy")
+
+
+def against_peers(results: dict, budgets) -> list[str]:
+    """Issue 10's targets, stated plainly from this run: at the largest budget, MCTS + heuristic
+    against the fastest library on each kernel (median, lowest); how much of its first guess's gap
+    to that library the search closed; and at 16 samples against TVM MetaSchedule's full trials."""
+    last, lines = budgets[-1], []
+    ratios, closed = {}, []
+    for klabel, k in results["kernels"].items():
+        libs = [k["peers"][n]["seconds"] for n in LIBRARIES if n in k["peers"]]
+        first, best = (k["rows"][f"{HEADLINE}@{b}"]["seconds"] for b in (1, last))
+        if not libs or not best:
+            continue
+        fastest = min(libs)
+        ratios[klabel] = fastest / best
+        if first and first > fastest:  # the first guess was slower than the library: did the search close it?
+            closed.append(min(1.0, (first - best) / (first - fastest)))
+    if ratios:
+        low = min(ratios, key=ratios.get)
+        behind = [k for k, r in ratios.items() if r < 1.0]
+        lines.append(f"At {last} samples, {HEADLINE} against the fastest library (PyTorch, NumPy) on each kernel: "
+                     f"median {statistics.median(ratios.values()):.2f}x, lowest {ratios[low]:.2f}x ({low}); "
+                     + (f"behind on {len(behind)} of {len(ratios)}: {', '.join(behind)}." if behind
+                        else f"at least as fast on all {len(ratios)}."))
+    if closed:
+        lines.append(f"On the {len(closed)} kernel(s) where the first guess was slower than the fastest library, the "
+                     f"search closed a median {statistics.median(closed):.0%} of that gap by {last} samples.")
+    if 16 in budgets:
+        for klabel, k in results["kernels"].items():
+            tvm, ours = k["peers"].get("TVM MetaSchedule"), k["rows"][f"{HEADLINE}@16"]["seconds"]
+            if tvm and ours:
+                word = "at least as fast as" if ours <= tvm["seconds"] else "SLOWER than"
+                lines.append(f"{klabel}: {HEADLINE} at 16 samples is {word} TVM MetaSchedule at its "
+                             f"{len(tvm.get('curve') or []) or 'full'} trials ({tvm['seconds'] / ours:.2f}x).")
+    return lines
 
 
 def verdict(results: dict, budgets) -> list[str]:
@@ -145,6 +184,8 @@ def markdown(results: dict, meta: dict) -> str:
                          f"{_fmt(r['speedup'], '.0f')} | {_fmt(r['vs_numpy'], '.2f')} | {reach} | {fails} | "
                          f"{_fmt(r['seconds_per_sample'], '.2f')} |")
     lines += peer_table(results, meta)
+    if results.get("against_peers"):
+        lines += ["", *results["against_peers"]]
     return "\n".join(lines) + "\n"
 
 
