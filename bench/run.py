@@ -201,7 +201,7 @@ def compare(mode_name: str, plan: dict, out: Path, llm: dict | None, log) -> str
             "wall_minutes": (time.monotonic() - started) / 60,
             "samples": sum(len(r.seconds) for r in runs), "measured_now": sum(r.measured_now for r in runs)}
     results = summarize(runs, timings, plan["budgets"])
-    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results,
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results, "timings": timings,
                                                   "runs": [r.__dict__ for r in runs]}, indent=1, default=str))
     for klabel in kernels:
         series = {}
