@@ -19,6 +19,7 @@ from rcompiler.search.module_tuner import ModuleTuner, compose
 from rcompiler.search.tuner import TuneConfig
 
 from . import peers
+from .common import peak_gflops
 from .test_targets import record
 
 BUDGET = 128
@@ -46,6 +47,7 @@ def test_model_block_against_peers(model, benchmark, tmp_path):
         reference = original.reference()
     with Measurer(program.kernel, Limits(min_time=0.5)) as m:
         m.use_reference(reference)
+        peak = peak_gflops(m, rounds=2)
         for _ in range(3):  # rounds alternate, so a slow drift of a shared machine hits all alike
             ours = m.measure(Candidate(script))
             assert ours.ok, ours.reason
@@ -54,7 +56,8 @@ def test_model_block_against_peers(model, benchmark, tmp_path):
     versions = {**skipped, **{name: peer.version for name, peer in others.items()}}
     flops = program.kernel.flops
     data = {"block": model, "budget": BUDGET, "samples": result.samples, "tuning_seconds": result.wall_seconds,
-            "gflops": {k: flops / v / 1e9 for k, v in times.items()},
+            "peak_gflops": peak, "gflops": {k: flops / v / 1e9 for k, v in times.items()},
+            "fraction_of_peak": {k: flops / v / 1e9 / peak for k, v in times.items()},
             "rcompiler_vs": {k: v / times["rcompiler"] for k, v in times.items() if k != "rcompiler"},
             "versions": versions,
             "tasks": [{"task": o.task.kernel.label, "weight": o.weight, "samples": len(o.result.samples),
