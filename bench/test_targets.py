@@ -20,6 +20,7 @@ from rcompiler.measure import Candidate, Limits, Measurer
 from rcompiler.search.tuner import TuneConfig, Tuner
 from rcompiler.transforms import Decompose, Hoist, Parallel, Peel, Schedule, Tile, Vectorize, check, render
 
+from . import peers
 from .common import interleaved, peak_gflops
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -107,16 +108,22 @@ def test_conv2d_56x56_reaches_75_percent_of_peak(benchmark):
     assert gflops >= 0.75 * peak, data
 
 
-def test_two_threads_are_19x_the_best_single_thread_matmul_1024(benchmark):
+def test_two_threads_are_19x_the_best_single_thread_matmul_1024(benchmark, tmp_path):
+    """Also times PyTorch and IREE on the same two cores, for the record (no target on them)."""
     kernel = get_kernel("matmul", (1024, 1024, 1024))
+    others, skipped = peers.prepare_all({"PyTorch eager (2 threads)": lambda: peers.torch_kernel(kernel, threads=2),
+                                         "IREE (2 threads)": lambda: peers.iree_kernel(kernel, tmp_path, threads=2)})
     with Measurer(kernel, Limits(min_time=0.1)) as m:
         single = sweep(kernel, matmul_sweep(kernel), m, keep=1)[0]
         parallel = [s for s in (single.then(Parallel(2, loop)) for loop in (0, 1)) if check(s, kernel) is None]
-        final, _ = interleaved(kernel, {"single": single, **{f"parallel{i}": p for i, p in enumerate(parallel)}},
-                               m, rounds=3)
+        final, notes = interleaved(kernel, {"single": single, **{f"parallel{i}": p for i, p in enumerate(parallel)}},
+                                   m, rounds=3, peers=others)
     best_parallel = min(v for k, v in final.items() if k.startswith("parallel"))
     data = {"single_thread": str(single), "single_seconds": final["single"], "two_thread_seconds": best_parallel,
-            "speedup": final["single"] / best_parallel}
+            "speedup": final["single"] / best_parallel,
+            "two_thread_gflops": {"rcompiler": kernel.flops / best_parallel / 1e9,
+                                  **{k: kernel.flops / final[k] / 1e9 for k in others if k in final}},
+            "peers_skipped": {**skipped, **notes}}
     record("matmul_1024_threads", data)
     benchmark.extra_info.update(data)
     timed_call(benchmark, kernel, parallel[0], threads=2)
