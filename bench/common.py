@@ -10,7 +10,7 @@ from rcompiler.kernels.base import Kernel
 from rcompiler.measure import Candidate, Measurer
 from rcompiler.transforms import Schedule, render
 
-from .peers import Peer, time_round
+from .peers import ROOT, Peer, time_round
 
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # NumPy as the machine's environment sets OpenBLAS, with both variables unset
@@ -31,7 +31,7 @@ def numpy_seconds(kernel: Kernel, setting: str, min_time: float = 0.5) -> tuple[
             env[key] = value
     shape = ",".join(str(v) for v in kernel.dims.values())
     out = subprocess.run([sys.executable, "-m", "bench.numpy_probe", kernel.name, shape, str(min_time)],
-                         env=env, capture_output=True, text=True, check=True, timeout=600)
+                         env=env, capture_output=True, text=True, check=True, timeout=600, cwd=ROOT)
     data = json.loads(out.stdout)
     return data["seconds"], ", ".join(data["blas"])
 

@@ -24,6 +24,7 @@ from rcompiler.kernels.base import ArgSpec, Kernel
 from rcompiler.kernels.library import tensor_function
 
 INSTALL = 'pip install -e ".[peers]"'
+ROOT = Path(__file__).resolve().parent.parent  # where `python -m bench.<peer>` finds the bench package
 
 
 class Skipped(Exception):
@@ -61,7 +62,7 @@ def _last_line(text: str) -> str:
 def _run(what: str, command: list[str], timeout: float = 1800, env: dict | None = None) -> str:
     """stdout of a peer's subprocess; a failure is Skipped with the last line it printed."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     except subprocess.TimeoutExpired:
         raise Skipped(f"{what} took over {timeout:.0f} s") from None
     if done.returncode:

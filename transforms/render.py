@@ -360,3 +360,10 @@ def _after_bufferize(w: _Writer, schedule: Schedule, bfunc: str) -> None:
     w("  transform.apply_patterns.vector.lower_multi_reduction lowering_strategy = \"innerreduction\"")
     w("  transform.apply_patterns.canonicalization")
     w(f"}} : {ANY}")
+    # A multiply feeding an add (a split reduction's partial sums, an elementwise a*b+c) may
+    # fuse into one FMA: LLVM only fuses an fmul/fadd pair that carries the contract flag.
+    w.owner = "lower vectors"
+    contract, arith = w.fresh("contract"), w.fresh("arith")
+    w(f"{contract} = transform.param.constant #arith.fastmath<contract> -> !transform.any_param")
+    w(f"{arith} = transform.structured.match ops{{[\"arith.mulf\", \"arith.addf\"]}} in {final} : ({ANY}) -> {ANY}")
+    w(f"transform.annotate {arith} \"fastmath\" = {contract} : {ANY}, !transform.any_param")

@@ -1,0 +1,9 @@
+"""The version of the code a schedule compiles to.
+
+Measurements are stored under the kernel's fingerprint, which includes this version: bump it
+whenever rendering or lowering changes the code a schedule produces, so a database never
+replays a timing of code that is no longer generated (its old studies stay, unused).
+"""
+
+# 2: multiply-add pairs carry the contract flag, so LLVM fuses them into FMAs.
+VERSION = 2
