@@ -236,7 +236,8 @@ def test_baseline_strategies_draw_their_own_schedules_from_the_whole_vocabulary(
     from rcompiler.search.edits import random_schedule
     drawn = [random_schedule(kernel, random.Random(i)) for i in range(300)]
     used = {step.name for s in drawn for step in s.steps}
-    assert {"pad", "pack", "fuse", "peel", "unroll", "tile", "vectorize", "hoist", "contraction"} <= used
+    assert {"pad", "pack", "fuse", "peel", "unroll", "tile", "vectorize", "hoist", "contraction", "lanes"} <= used
+    assert any(step.name == "pack" and step.sizes[0] == 0 for s in drawn for step in s.steps)  # B alone
     assert all(check(s, kernel) is None for s in drawn)
 
 

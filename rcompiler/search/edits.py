@@ -9,7 +9,7 @@ import random
 from dataclasses import replace
 
 from rcompiler.kernels.base import Kernel
-from rcompiler.transforms import (CONTRACTION_STRATEGIES, Contraction, Decompose, Fuse, Hoist, Im2col, Pack, Pad,
+from rcompiler.transforms import (CONTRACTION_STRATEGIES, Contraction, Decompose, Fuse, Hoist, Im2col, Lanes, Pack, Pad,
                                   Parallel, Peel, Schedule, ScheduleError, Tile, Unroll, Vectorize, applicable, check,
                                   loop_nest, plan)
 
@@ -145,17 +145,18 @@ def stream(name: str, seed: int) -> random.Random:
 
 
 def random_schedule(kernel: Kernel, rng: random.Random, threads: int = 1) -> Schedule:
-    """A random legal schedule from the whole vocabulary: an optional layout step (pad, pack,
-    im2col), 1-3 tile levels (divisors, or any size when the innermost level peels), fuse,
-    unroll, vectorize, hoist, a contraction lowering, decompose and parallel, each where
-    the kernel allows it."""
+    """A random legal schedule from the whole vocabulary: an optional layout step (pad, pack of
+    all operands or of B alone, im2col), 1-3 tile levels (divisors, or any size when the
+    innermost level peels), lanes, fuse, unroll, vectorize, hoist, a contraction lowering,
+    decompose and parallel, each where the kernel allows it."""
     nest = loop_nest(kernel)
     for _ in range(200):
         steps = _random_layout(kernel, nest, rng, threads)
         try:
-            extents = list(plan(Schedule.of(steps), kernel).nest.extents) if steps else list(nest.extents)
+            laid = plan(Schedule.of(steps), kernel).nest if steps else nest  # the loops after a layout step
         except ScheduleError:
             continue
+        extents = list(laid.extents)
         peel = rng.random() < 0.15
         tiles = []
         for level in range(rng.choice((1, 2, 2, 3))):
@@ -165,12 +166,20 @@ def random_schedule(kernel: Kernel, rng: random.Random, threads: int = 1) -> Sch
             interchange = tuple(rng.sample(range(len(sizes)), len(sizes))) if rng.random() < 0.3 else None
             tiles.append(Tile(tuple(sizes), interchange))
             extents = [s if s else e for s, e in zip(sizes, extents)]
-        steps += tiles
-        if applicable("fuse", kernel) and rng.random() < 0.2:
+        lanes = bool(tiles) and applicable("lanes", kernel) and not peel and rng.random() < 0.15
+        if lanes:  # the reduction left whole in the innermost tile, then split into vector lanes
+            red = laid.iterators.index("reduction")
+            last = tiles[-1]
+            tiles[-1] = Tile(tuple(0 if d == red else x for d, x in enumerate(last.sizes)), last.interchange)
+            steps += tiles + [Lanes(rng.choice((4, 8, 16, 32)))]
+            peel = False
+        else:
+            steps += tiles
+        if applicable("fuse", kernel) and not lanes and rng.random() < 0.2:
             steps.append(Fuse())
         if peel:
             steps.append(Peel())
-        if tiles and rng.random() < 0.2:
+        if tiles and not lanes and rng.random() < 0.2:
             steps.append(Unroll(rng.randrange(max(1, sum(1 for x in tiles[-1].sizes if x))), rng.choice((2, 4))))
         if rng.random() < 0.8:
             steps.append(Vectorize())
@@ -180,7 +189,7 @@ def random_schedule(kernel: Kernel, rng: random.Random, threads: int = 1) -> Sch
                 steps.append(Contraction(rng.choice(CONTRACTION_STRATEGIES)))
         if applicable("decompose", kernel) and rng.random() < 0.3:
             steps.append(Decompose())
-        if threads > 1 and rng.random() < 0.4:
+        if threads > 1 and not lanes and rng.random() < 0.4:
             steps.append(Parallel(threads, rng.randrange(len(extents))))
         s = Schedule.of(steps)
         if s.steps and check(s, kernel) is None:
@@ -205,6 +214,8 @@ def _random_layout(kernel: Kernel, nest, rng: random.Random, threads: int) -> li
     if kind == "pad":
         return [Pad(tuple(rng.choice((1, 8, 16, 32, 48, 64)) for _ in nest.extents))]
     m, n, k = nest.extents[-3:]
+    if rng.random() < 0.5:  # only B (and C), in n-wide panels, as BLAS packs it
+        return [Pack((0, rng.choice([d for d in divisors(n) if d <= 64]), 0))]
     return [Pack(tuple(rng.choice([d for d in divisors(e) if d <= 64]) for e in (m, n, k)))]
 
 
