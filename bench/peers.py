@@ -33,7 +33,6 @@ class Skipped(Exception):
 
 @dataclass
 class Peer:
-    name: str
     version: str
     timer: Callable[[], float]  # one timing, in seconds
     info: dict = field(default_factory=dict)  # what preparing it found (TVM's tuning curve)
@@ -103,7 +102,7 @@ def iree_peer(source: str, func: str, inputs: tuple[ArgSpec, ...], work_dir: Pat
         scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[runs[0]["time_unit"]]
         return min(b["real_time"] for b in runs) * scale
 
-    return Peer("IREE", f"IREE {version('iree-base-compiler')}", timer)
+    return Peer(f"IREE {version('iree-base-compiler')}", timer)
 
 
 def iree_kernel(kernel: Kernel, work_dir: Path, threads: int = 1) -> Peer:
@@ -123,7 +122,7 @@ def torch_peer(model: str, sizes: dict, threads: int = 1, compiled: bool = False
     def timer() -> float:
         return json.loads(_run(name, command).strip().splitlines()[-1])["seconds"]
 
-    return Peer(name, f"PyTorch {version('torch')}" + (" compile" if compiled else ""), timer)
+    return Peer(f"PyTorch {version('torch')}" + (" compile" if compiled else ""), timer)
 
 
 def torch_kernel(kernel: Kernel, threads: int = 1) -> Peer:
@@ -151,7 +150,7 @@ def tvm_peer(kernel: Kernel, trials: int, work_dir: Path, threads: int = 1, time
     def timer() -> float:
         return json.loads(_run("TVM MetaSchedule", command, env=env).strip().splitlines()[-1])["seconds"]
 
-    return Peer(f"TVM MetaSchedule ({trials} trials)", info["version"], timer, info)
+    return Peer(info["version"], timer, info)
 
 
 def prepare_all(makers: dict[str, Callable[[], Peer]]) -> tuple[dict[str, Peer], dict[str, str]]:

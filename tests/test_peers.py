@@ -27,8 +27,8 @@ def test_a_peer_that_fails_when_timed_is_dropped_not_fatal():
     def broken():
         raise peers.Skipped("iree-benchmark-module failed: bad input")
 
-    fine = peers.Peer("fine", "v1", lambda: 0.5)
-    ready = {"fine": fine, "broken": peers.Peer("broken", "v2", broken)}
+    fine = peers.Peer("v1", lambda: 0.5)
+    ready = {"fine": fine, "broken": peers.Peer("v2", broken)}
     best, skipped = {}, {}
     for _ in range(2):
         peers.time_round(ready, best, skipped)
