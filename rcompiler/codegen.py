@@ -6,4 +6,5 @@ replays a timing of code that is no longer generated (its old studies stay, unus
 """
 
 # 2: multiply-add pairs carry the contract flag, so LLVM fuses them into FMAs.
-VERSION = 2
+# 3: a pad's operands are filled and copied row by row (memcpy), not by the runtime's strided copy.
+VERSION = 3

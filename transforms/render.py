@@ -40,6 +40,9 @@ class Script:
         return _strip(reason)
 
 
+PAD_MARK = "rcompiler_pad"  # on the tensor.pad ops of a pad step
+
+
 def _strip(reason: str) -> str:
     reason = reason.replace("Failed to apply named transform sequence. Diagnostic message ", "")
     return re.sub(r'\s*(at )?loc\("-":\d+:\d+\):?\s*', " ", reason).strip()
@@ -200,7 +203,7 @@ def render_scoped(w: "_Writer", schedule: Schedule, kernel: Kernel, scope: str, 
             w(f"{main} = transform.structured.match ops{{[\"{p.main_op}\"]}} in {scope} : ({ANY}) -> {ANY}")
         w(f"{w.fresh('conv1d')} = transform.structured.decompose {main} : ({ANY}) -> {ANY}")
 
-    _vectorize(w, schedule, func)
+    _vectorize(w, schedule, func, len(kernel.outputs[0].shape))
     return lambda bfunc: _after_bufferize(w, schedule, bfunc)
 
 
@@ -235,6 +238,8 @@ def _layout(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str, 
           f"copy_back_op = \"linalg.copy\"}} : ({ANY}) -> ({ANY}, {ANY}, {ANY})")
         rank = len(kernel.outputs[0].shape)
         _tile_for(w, copy, [1] * (rank - 1) + [0])
+        # Marked to be copied row by row after vectorization (_pad_by_rows).
+        w(f"transform.annotate {pads} \"{PAD_MARK}\" : {ANY}")
         return new
     pack = schedule.get("pack")
     if pack is not None:
@@ -288,7 +293,7 @@ def _fuse(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, last: str, ti
     return main, loops
 
 
-def _vectorize(w: _Writer, schedule: Schedule, func: str) -> None:
+def _vectorize(w: _Writer, schedule: Schedule, func: str, rank: int) -> None:
     """Vectorize the function's static ops and keep accumulators in registers (on tensors)."""
     vectorize, hoist = schedule.has("vectorize"), schedule.has("hoist")
     w.owner = _label(schedule, "vectorize") if vectorize else "cleanup"
@@ -305,6 +310,8 @@ def _vectorize(w: _Writer, schedule: Schedule, func: str) -> None:
     w("  transform.apply_patterns.tensor.fold_tensor_subset_ops_into_vector_transfers")
     w(f"}} : {ANY}")
     w(f"transform.apply_cse to {vfunc} : {ANY}")
+    if schedule.has("pad"):
+        _pad_by_rows(w, schedule, vfunc, rank)
     if hoist:  # on tensors first: works through scf.forall and padded operands
         w.owner = _label(schedule, "hoist")
         tloops, loop = w.fresh("tloops"), w.fresh("loop")
@@ -321,6 +328,26 @@ def _vectorize(w: _Writer, schedule: Schedule, func: str) -> None:
         w("  transform.apply_patterns.canonicalization")
         w(f"}} : {ANY}")
         w(f"transform.apply_cse to {vfunc} : {ANY}")
+
+
+def _pad_by_rows(w: _Writer, schedule: Schedule, vfunc: str, rank: int) -> None:
+    """Materialize the padded operands as a zero fill and a copy of the operand, both row by
+    row and vectorized. Left alone, a pad bufferizes to a strided memref.copy that the runtime does
+    one element at a time (the copies then cost more than the padded matmul itself). Done after
+    the function is vectorized, so the insert of each copy stays in place instead of becoming a
+    vector read and write of the whole operand."""
+    w.owner = _label(schedule, "pad")
+    pads, inserts, copies, slices, fills = (w.fresh(x) for x in ("pads", "inserts", "copies", "slices", "fills"))
+    rows = [1] * (rank - 1) + [0]
+    w(f"{pads} = transform.structured.match ops{{[\"tensor.pad\"]}} attributes {{{PAD_MARK}}} in {vfunc} : "
+      f"({ANY}) -> {ANY}")
+    w(f"{inserts} = transform.structured.rewrite_in_destination_passing_style {pads} : ({ANY}) -> {ANY}")
+    w(f"{copies} = transform.structured.insert_slice_to_copy {inserts} : ({ANY}) -> {ANY}")
+    w(f"{slices} = transform.get_producer_of_operand {copies}[1] : ({ANY}) -> {ANY}")
+    w(f"{fills} = transform.get_producer_of_operand {slices}[0] : ({ANY}) -> {ANY}")
+    for handle in (fills, copies):  # a row of a copy is contiguous on both sides: it becomes a memcpy
+        tiled, _ = _tile_for(w, handle, rows)
+        w(f"transform.structured.vectorize {tiled} : {ANY}")
 
 
 def _after_bufferize(w: _Writer, schedule: Schedule, bfunc: str) -> None:
