@@ -48,6 +48,7 @@ class Program:
     tasks: list[Task] = field(default_factory=list)
     naive_ops: tuple[str, ...] = ()  # ops left in the entry function
     source: str = ""  # the module text as given (what peers such as IREE compile)
+    entry_pads: tuple[int, ...] = ()  # ranks of the entry function's static tensor.pad ops, in order
 
     @property
     def tunable(self) -> list[Task]:
@@ -84,13 +85,15 @@ def load_program(text: str, func_name: str | None = None, name: str | None = Non
         passmanager.PassManager.parse("builtin.module(canonicalize,cse)").run(module.operation)
         module.operation.verify()
         naive_ops = tuple(op.name for op in _walk_linalg(entry))
+        entry_pads = tuple(op.result.type.rank for op in entry.regions[0].blocks[0].operations
+                           if op.operation.name == "tensor.pad" and op.result.type.has_static_shape)
         funcs = {op.attributes["sym_name"].value: op for op in module.body.operations
                  if op.operation.name == "func.func"}
         tasks = [_task(ir, task, ops, funcs[task]) for task, ops in names]
         payload = str(module)
     kernel = Kernel(original.name, original.dims, payload, original.func_name, original.args, original.flops,
                     original.reduction_length, original.ops, reference=None, kind="module")
-    return Program(original.name, original, kernel, tasks, naive_ops, text)
+    return Program(original.name, original, kernel, tasks, naive_ops, text, entry_pads)
 
 
 # -- partition --------------------------------------------------------------------

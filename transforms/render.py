@@ -109,12 +109,27 @@ def render(schedule: Schedule, kernel: Kernel) -> Script:
     return w.script()
 
 
-def render_module(parts: list[tuple[str, Schedule, Kernel]]) -> Script:
+def render_module(parts: list[tuple[str, Schedule, Kernel]], entry: tuple[str, tuple[int, ...]] | None = None
+                  ) -> Script:
     """One script for a module of outlined tasks: each (function name, schedule, task kernel)
     applies to the ops of its own function; one bufferization (across function boundaries)
-    for the whole module; functions without a part lower naively."""
+    for the whole module; functions without a part lower naively. `entry` names the entry
+    function and the ranks of its static tensor.pad ops (a convolution's padding, left there
+    by the task split): those are copied row by row too."""
     w = _Writer()
     finishers = []
+    if entry and entry[1]:
+        name, ranks = entry
+        w.owner = f"{name}: pads"
+        func, pads = w.fresh("entry"), w.fresh("pads")
+        w(f"{func} = transform.structured.match ops{{[\"func.func\"]}} attributes {{sym_name = \"{name}\"}} "
+          f"in %root : ({ANY}) -> {ANY}")
+        w(f"{pads} = transform.structured.match ops{{[\"tensor.pad\"]}} in {func} : ({ANY}) -> {ANY}")
+        each = [w.fresh("pad") for _ in ranks] if len(ranks) > 1 else [pads]
+        if len(ranks) > 1:
+            w(f"{', '.join(each)} = transform.split_handle {pads} : ({ANY}) -> ({_results(len(ranks))})")
+        for handle, rank in zip(each, ranks):
+            _pad_by_rows(w, handle, rank)
     for name, schedule, kernel in parts:
         w.owner = f"setup ({name})"
         func = w.fresh("task")
@@ -311,7 +326,11 @@ def _vectorize(w: _Writer, schedule: Schedule, func: str, rank: int) -> None:
     w(f"}} : {ANY}")
     w(f"transform.apply_cse to {vfunc} : {ANY}")
     if schedule.has("pad"):
-        _pad_by_rows(w, schedule, vfunc, rank)
+        w.owner = _label(schedule, "pad")
+        pads = w.fresh("pads")
+        w(f"{pads} = transform.structured.match ops{{[\"tensor.pad\"]}} attributes {{{PAD_MARK}}} in {vfunc} : "
+          f"({ANY}) -> {ANY}")
+        _pad_by_rows(w, pads, rank)
     if hoist:  # on tensors first: works through scf.forall and padded operands
         w.owner = _label(schedule, "hoist")
         tloops, loop = w.fresh("tloops"), w.fresh("loop")
@@ -330,17 +349,14 @@ def _vectorize(w: _Writer, schedule: Schedule, func: str, rank: int) -> None:
         w(f"transform.apply_cse to {vfunc} : {ANY}")
 
 
-def _pad_by_rows(w: _Writer, schedule: Schedule, vfunc: str, rank: int) -> None:
-    """Materialize the padded operands as a zero fill and a copy of the operand, both row by
-    row and vectorized. Left alone, a pad bufferizes to a strided memref.copy that the runtime does
-    one element at a time (the copies then cost more than the padded matmul itself). Done after
-    the function is vectorized, so the insert of each copy stays in place instead of becoming a
-    vector read and write of the whole operand."""
-    w.owner = _label(schedule, "pad")
-    pads, inserts, copies, slices, fills = (w.fresh(x) for x in ("pads", "inserts", "copies", "slices", "fills"))
+def _pad_by_rows(w: _Writer, pads: str, rank: int) -> None:
+    """Materialize padded tensors (`pads`, tensor.pad ops of one rank) as a fill and a copy of
+    the source, both row by row and vectorized. Left alone, a pad bufferizes to a strided
+    memref.copy that the runtime does one element at a time (for a padded matmul the copies
+    cost more than the matmul itself). Done after the function is vectorized, so the insert of
+    each copy stays in place instead of becoming a vector read and write of the whole tensor."""
+    inserts, copies, slices, fills = (w.fresh(x) for x in ("inserts", "copies", "slices", "fills"))
     rows = [1] * (rank - 1) + [0]
-    w(f"{pads} = transform.structured.match ops{{[\"tensor.pad\"]}} attributes {{{PAD_MARK}}} in {vfunc} : "
-      f"({ANY}) -> {ANY}")
     w(f"{inserts} = transform.structured.rewrite_in_destination_passing_style {pads} : ({ANY}) -> {ANY}")
     w(f"{copies} = transform.structured.insert_slice_to_copy {inserts} : ({ANY}) -> {ANY}")
     w(f"{slices} = transform.get_producer_of_operand {copies}[1] : ({ANY}) -> {ANY}")

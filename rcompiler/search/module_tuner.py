@@ -80,7 +80,8 @@ class ModuleResult:
 
 def compose(program: Program, parts: dict[str, Schedule]):
     """The module script applying each task's schedule to every function of that task."""
-    return render_module([(t.name, parts[t.key], t.kernel) for t in program.tunable if t.key in parts])
+    return render_module([(t.name, parts[t.key], t.kernel) for t in program.tunable if t.key in parts],
+                         (program.kernel.func_name, program.entry_pads))
 
 
 def outgrows_cache(kernel, hardware: Hardware) -> bool:
