@@ -287,3 +287,14 @@ def test_heuristic_pads_sizes_without_a_good_divisor():
         mr, nr = register_tiles(hw, shape[0], shape[1])[0]
         proposed = any(s.has("pad") for _, s in HeuristicProposer().initial(get_kernel("matmul", shape), hw, 1))
         assert proposed == bool(shape[0] % mr or shape[1] % nr)
+
+
+def test_heuristic_conv_with_a_prime_output_width_peels_full_register_tiles():
+    """A stride-2 conv often leaves a prime output width (39 -> 19): its largest divisor that fits
+    the register tile is 1, one pixel per tile. The first idea keeps the full tile and peels."""
+    hw = detect()
+    conv = get_kernel("conv2d", (1, 39, 39, 32, 64, 3, 3, 2, 1))
+    (rows, _), first = register_tiles(hw, 19, 64)[0], HeuristicProposer().initial(conv, hw, 1)[0][1]
+    assert first.tiles[-1].sizes[2] == rows > 1 and first.has("peel") and check(first, conv) is None
+    even = HeuristicProposer().initial(get_kernel("conv2d", (1, 30, 30, 32, 32, 3, 3)), hw, 1)[0][1]
+    assert 28 % even.tiles[-1].sizes[2] == 0  # a width with a fitting divisor keeps it, no remainder
