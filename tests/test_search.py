@@ -298,3 +298,11 @@ def test_heuristic_conv_with_a_prime_output_width_peels_full_register_tiles():
     assert first.tiles[-1].sizes[2] == rows > 1 and first.has("peel") and check(first, conv) is None
     even = HeuristicProposer().initial(get_kernel("conv2d", (1, 30, 30, 32, 32, 3, 3)), hw, 1)[0][1]
     assert 28 % even.tiles[-1].sizes[2] == 0  # a width with a fitting divisor keeps it, no remainder
+
+
+def test_register_tiles_are_one_two_or_four_vectors_wide():
+    """A row of three vectors (48 lanes with AVX-512) compiles to code 20x slower than two."""
+    hw = detect()
+    for rows, cols in ((1024, 1024), (56, 64), (100, 3000), (19, 48)):
+        widths = {nr for _, nr in register_tiles(hw, rows, cols)}
+        assert widths <= {hw.f32_lanes, 2 * hw.f32_lanes, 4 * hw.f32_lanes} | {cols}, widths
