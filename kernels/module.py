@@ -48,7 +48,7 @@ class Program:
     tasks: list[Task] = field(default_factory=list)
     naive_ops: tuple[str, ...] = ()  # ops left in the entry function
     source: str = ""  # the module text as given (what peers such as IREE compile)
-    entry_pads: tuple[int, ...] = ()  # ranks of the entry function's static tensor.pad ops, in order
+    entry_pads: tuple[int, ...] = ()  # ranks of the entry function's tensor.pad ops, in order (all static)
 
     @property
     def tunable(self) -> list[Task]:
@@ -85,8 +85,11 @@ def load_program(text: str, func_name: str | None = None, name: str | None = Non
         passmanager.PassManager.parse("builtin.module(canonicalize,cse)").run(module.operation)
         module.operation.verify()
         naive_ops = tuple(op.name for op in _walk_linalg(entry))
-        entry_pads = tuple(op.result.type.rank for op in entry.regions[0].blocks[0].operations
-                           if op.operation.name == "tensor.pad" and op.result.type.has_static_shape)
+        # The module script takes the entry's pads one handle each, in this (match) order, so
+        # it lists all of them or, when one is dynamic and cannot be copied by rows, none.
+        pads = [op for op in _nested(entry) if op.name == "tensor.pad"]
+        entry_pads = (tuple(op.result.type.rank for op in pads)
+                      if all(op.result.type.has_static_shape for op in pads) else ())
         funcs = {op.attributes["sym_name"].value: op for op in module.body.operations
                  if op.operation.name == "func.func"}
         tasks = [_task(ir, task, ops, funcs[task]) for task, ops in names]

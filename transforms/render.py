@@ -232,12 +232,17 @@ def _label(schedule: Schedule, name: str, nth: int = 0) -> str:
     return name
 
 
+def _rows(rank: int) -> list[int]:
+    """Tile sizes that leave one whole row (the innermost dim) per tile."""
+    return [1] * (rank - 1) + [0]
+
+
 def _tile_rows(w: _Writer, aux: list[tuple[str, int]]) -> None:
     """Tile auxiliary ops to rows: vectors of one row, never a whole tensor."""
     w.owner = "setup (tile auxiliary ops)"
     for handle, rank in aux:
         if rank >= 2:
-            _tile_for(w, handle, [1] * (rank - 1) + [0])
+            _tile_for(w, handle, _rows(rank))
 
 
 def _layout(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str, scope: str, func: str) -> str:
@@ -251,8 +256,7 @@ def _layout(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str, 
         w(f"{new}, {pads}, {copy} = transform.structured.pad {main} pad_to_multiple_of {list(pad.multiples)} {{"
           f"padding_values = [{zeros}], padding_dimensions = {list(range(len(pad.multiples)))}, "
           f"copy_back_op = \"linalg.copy\"}} : ({ANY}) -> ({ANY}, {ANY}, {ANY})")
-        rank = len(kernel.outputs[0].shape)
-        _tile_for(w, copy, [1] * (rank - 1) + [0])
+        _tile_for(w, copy, _rows(len(kernel.outputs[0].shape)))
         # Marked to be copied row by row after vectorization (_pad_by_rows).
         w(f"transform.annotate {pads} \"{PAD_MARK}\" : {ANY}")
         return new
@@ -356,13 +360,12 @@ def _pad_by_rows(w: _Writer, pads: str, rank: int) -> None:
     cost more than the matmul itself). Done after the function is vectorized, so the insert of
     each copy stays in place instead of becoming a vector read and write of the whole tensor."""
     inserts, copies, slices, fills = (w.fresh(x) for x in ("inserts", "copies", "slices", "fills"))
-    rows = [1] * (rank - 1) + [0]
     w(f"{inserts} = transform.structured.rewrite_in_destination_passing_style {pads} : ({ANY}) -> {ANY}")
     w(f"{copies} = transform.structured.insert_slice_to_copy {inserts} : ({ANY}) -> {ANY}")
     w(f"{slices} = transform.get_producer_of_operand {copies}[1] : ({ANY}) -> {ANY}")
     w(f"{fills} = transform.get_producer_of_operand {slices}[0] : ({ANY}) -> {ANY}")
     for handle in (fills, copies):  # a row of a copy is contiguous on both sides: it becomes a memcpy
-        tiled, _ = _tile_for(w, handle, rows)
+        tiled, _ = _tile_for(w, handle, _rows(rank))
         w(f"transform.structured.vectorize {tiled} : {ANY}")
 
 
