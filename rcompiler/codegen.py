@@ -8,4 +8,6 @@ replays a timing of code that is no longer generated (its old studies stay, unus
 # 2: multiply-add pairs carry the contract flag, so LLVM fuses them into FMAs.
 # 3: padded tensors (a pad step's operands, a module entry's tensor.pad) are filled and copied row
 #    by row (memcpy), not by the runtime's element-wise strided copy.
-VERSION = 3
+# 4: leading unit dims are cast away from every vector before hoisting, so a decomposed conv's
+#    accumulators stay in registers across its reduction loops.
+VERSION = 4

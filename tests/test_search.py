@@ -300,6 +300,16 @@ def test_heuristic_conv_with_a_prime_output_width_peels_full_register_tiles():
     assert 28 % even.tiles[-1].sizes[2] == 0  # a width with a fitting divisor keeps it, no remainder
 
 
+def test_heuristic_proposes_im2col_only_where_upstream_applies_it():
+    """Upstream's im2col rewrite refuses dilated windows: proposing it there wastes a sample."""
+    hw = detect()
+    for dilation, expected in ((1, True), (2, False)):
+        conv = get_kernel("conv2d", (1, 30, 30, 32, 32, 3, 3, 1, dilation))
+        ideas = [s for _, s in HeuristicProposer().initial(conv, hw, 1)]
+        assert any(s.has("im2col") for s in ideas) is expected
+        assert all(check(s, conv) is None for s in ideas)
+
+
 def test_register_tiles_are_one_two_or_four_vectors_wide():
     """A row of three vectors (48 lanes with AVX-512) compiles to code 20x slower than two."""
     hw = detect()

@@ -67,6 +67,44 @@ def test_vectorized_steps_really_vectorize(case):
     assert ir_text.count("arith.mulf") < 8  # no scalarised contraction
 
 
+def _innermost_loops_with_fmas(module):
+    """The scf.for ops that hold vector FMAs directly in their body."""
+    loops = []
+
+    def visit(op):
+        for region in op.regions:
+            for block in region.blocks:
+                for inner in block.operations:
+                    if inner.operation.name == "scf.for" and any(
+                            o.operation.name == "vector.fma" for o in inner.regions[0].blocks[0].operations):
+                        loops.append(inner)
+                    visit(inner)
+
+    visit(module.operation)
+    return loops
+
+
+@pytest.mark.parametrize("case", ["conv decompose", "conv strided decompose", "batch", "tile+vectorize+hoist"])
+def test_accumulators_stay_in_registers_across_the_reduction_loop(case):
+    """Hoisting pairs an accumulator's read and write only when their vector types match; a
+    decomposed conv's read (1x8x32) and write (1x1x8x32) once differed by a unit dim, so every
+    reduction step loaded and stored the accumulators (80 vs 117 GFLOP/s on a 3x3 conv)."""
+    from mlir import ir
+
+    from rcompiler.transforms import apply_script
+
+    name, shape, steps = CASES[case]
+    kernel = get_kernel(name, shape)
+    with ir.Context(), ir.Location.unknown():
+        module = ir.Module.parse(kernel.payload)
+        apply_script(module, render(Schedule.of(steps), kernel).text)
+        loops = _innermost_loops_with_fmas(module)
+        assert loops, "no reduction loop of vector FMAs"
+        for loop in loops:
+            body = [o.operation.name for o in loop.regions[0].blocks[0].operations]
+            assert "vector.transfer_write" not in body and "vector.store" not in body
+
+
 @pytest.mark.parametrize("name,shape,multiples", [("matmul", (50, 70, 30), (8, 32, 1)),
                                                    ("batch_matmul", (2, 13, 70, 9), (1, 8, 32, 1))])
 def test_padded_operands_are_filled_and_copied_row_by_row(name, shape, multiples):
@@ -123,6 +161,7 @@ def test_measurements_are_keyed_by_the_codegen_version(monkeypatch):
     ((Hoist(), Tile((8, 32, 1))), ("matmul", (64, 64, 64)), "hoist: needs vectorize"),
     ((Im2col(), Decompose(), Tile((1, 8, 4, 1))), ("conv2d", (1, 10, 10, 4, 4, 3, 3)), "alternatives"),
     ((Contraction("fast"), Vectorize(), Tile((8, 32, 1))), ("matmul", (64, 64, 64)), "not one of"),
+    ((Im2col(), Tile((1, 8, 4, 1))), ("conv2d", (1, 14, 14, 4, 4, 3, 3, 1, 2)), "dilated"),
 ])
 def test_illegal_parameters_are_refused_with_a_reason(steps, kernel, reason):
     k = get_kernel(*kernel)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rcompiler.kernels.base import Kernel
+from rcompiler.kernels.structure import OpInfo
 
 from .schedule import Schedule
 from .steps import CONTRACTION_STRATEGIES, ScheduleError
@@ -76,7 +77,7 @@ def plan(schedule: Schedule, kernel: Kernel) -> Plan:
     p = Plan(op.name, kernel.main_index, nest)
     vectorize = schedule.has("vectorize")
     tiles = schedule.tiles
-    _layout(schedule, op.name, nest)
+    _layout(schedule, op, nest)
     par = schedule.get("parallel")
     if par is not None:
         if schedule.has("fuse"):
@@ -118,8 +119,8 @@ def applicable(step_name: str, kernel: Kernel, threads: int = 1) -> bool:
     op = kernel.structure[kernel.main_index].name
     if step_name in ("pad", "pack"):
         return op in CONTRACTIONS
-    if step_name == "im2col":
-        return op in CONVS
+    if step_name == "im2col":  # upstream's rewrite refuses dilated windows
+        return op in CONVS and not _dilated(kernel.structure[kernel.main_index])
     if step_name == "decompose":
         return op == "linalg.conv_2d_nhwc_hwcf"
     if step_name == "fuse":
@@ -131,6 +132,13 @@ def applicable(step_name: str, kernel: Kernel, threads: int = 1) -> bool:
     return True
 
 
+def _dilated(op: OpInfo) -> bool:
+    """Whether a convolution's window loops step through the image by more than one pixel."""
+    image = op.inputs[0]
+    return any(coef != 1 for dim in image.index if dim and len(dim) > 1
+               for loop, coef in dim if op.iterators[loop] == "reduction")
+
+
 def check(schedule: Schedule, kernel: Kernel) -> str | None:
     """The reason `schedule` is illegal for `kernel`, or None."""
     try:
@@ -140,7 +148,8 @@ def check(schedule: Schedule, kernel: Kernel) -> str | None:
     return None
 
 
-def _layout(schedule: Schedule, op_name: str, nest: LoopNest) -> None:
+def _layout(schedule: Schedule, op: OpInfo, nest: LoopNest) -> None:
+    op_name = op.name
     pad, pack, im2col = schedule.get("pad"), schedule.get("pack"), schedule.get("im2col")
     if sum(x is not None for x in (pad, pack, im2col)) > 1:
         raise ScheduleError("pad, pack and im2col each rewrite the op's layout: use at most one")
@@ -179,6 +188,8 @@ def _layout(schedule: Schedule, op_name: str, nest: LoopNest) -> None:
             raise ScheduleError(f"im2col: applies to {', '.join(CONVS)}, not {op_name}")
         if schedule.has("decompose"):
             raise ScheduleError("im2col and decompose are alternatives: use one")
+        if _dilated(op):
+            raise ScheduleError("im2col: upstream's rewrite does not take dilated convolutions; use decompose")
         if op_name == "linalg.conv_2d_nhwc_hwcf":
             n, oh, ow, f, kh, kw, c = nest.extents
             nest.names, nest.extents = ["n", "m", "f", "k"], [n, oh * ow, f, kh * kw * c]

@@ -15,7 +15,7 @@ from collections import defaultdict
 from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
 from rcompiler.transforms import (Decompose, Hoist, Im2col, Lanes, Pack, Pad, Parallel, Peel, Schedule, Tile,
-                                  Vectorize, check, loop_nest)
+                                  Vectorize, applicable, check, loop_nest)
 
 from .context import Evaluated, Proposal, ProposalContext
 from .edits import all_edits, divisors, legal
@@ -273,6 +273,8 @@ class HeuristicProposer:
                                       Vectorize(), Hoist(), *peel])))
         ideas.insert(2, ("one channel per step (shorter reduction body, fewer live registers)",
                          Schedule.of([Tile((1, 1, wr, cols, 1, 0, 1)), Decompose(), Vectorize(), Hoist(), *peel])))
+        if not applicable("im2col", kernel):
+            return ideas
         m = oh * ow
         mr, nr = register_tiles(hw, m, f)[0]
         ideas.append(("im2col: turn the convolution into one matmul-like contraction and tile it like a matmul",
