@@ -156,10 +156,15 @@ def main(argv=None) -> int:
     p.add_argument("--llm-base-url", help="also run MCTS + LLM against this endpoint ('local' for SmolLM2)")
     p.add_argument("--llm-model")
     p.add_argument("--update-readme", action="store_true", help="replace the results table in README.md")
+    p.add_argument("--kernels", type=lambda s: set(s.split(",")), metavar="NAME[,NAME...]",
+                   help="only the mode's kernels of these names (e.g. conv2d,flux_vae_conv), to re-measure part "
+                   "of a set; not with --update-readme, whose tables stand for the whole set")
     p.add_argument("--tvm", choices=("plan", "all", "none"), default="plan",
                    help="kernels TVM MetaSchedule is tuned on, with the largest budget as its trials: the mode's "
                    "list (default; --full: matmul 512^3, 1024^3 and the conv), every kernel, or none")
     args = p.parse_args(argv)
+    if args.kernels and args.update_readme:
+        p.error("--kernels measures part of a set: its table cannot replace the README's")
     plan = dict(QUICK if args.quick else HELDOUT if args.heldout else FULL)
     plan["tvm"] = {"plan": plan.get("tvm", []), "all": plan["kernels"], "none": []}[args.tvm]
     if args.seeds:
@@ -179,6 +184,11 @@ def main(argv=None) -> int:
     if args.full:  # then the held-out set, with the same seeds, in its own table
         plans.append(("heldout", dict(HELDOUT, seeds=plan["seeds"],
                                       tvm=HELDOUT["kernels"] if args.tvm == "all" else []), out / "heldout", "heldout"))
+    if args.kernels:
+        plans = [(name, only(this_plan, args.kernels), folder, marker) for name, this_plan, folder, marker in plans]
+        plans = [x for x in plans if x[1]["kernels"]]
+        if not plans:
+            p.error(f"--kernels: none of {', '.join(sorted(args.kernels))} is in the {mode_name} set")
     for name, this_plan, folder, marker in plans:
         folder.mkdir(parents=True, exist_ok=True)
         table = compare(name, this_plan, folder, llm, log)
@@ -186,6 +196,12 @@ def main(argv=None) -> int:
             update_readme(table, folder, marker)
     log(f"wrote {out}")
     return 0
+
+
+def only(plan: dict, names: set[str]) -> dict:
+    """The plan restricted to kernels of these names (TVM's list too)."""
+    return dict(plan, kernels=[k for k in plan["kernels"] if k[0] in names],
+                tvm=[k for k in plan.get("tvm", []) if k[0] in names])
 
 
 def compare(mode_name: str, plan: dict, out: Path, llm: dict | None, log) -> str:

@@ -1,4 +1,6 @@
 """The benchmark's arithmetic and wording, on made-up runs (no measuring)."""
+import pytest
+
 from bench.run import Run
 from bench.summarize import markdown, summarize
 from rcompiler.transforms import Schedule, Tile, Vectorize
@@ -137,3 +139,22 @@ def test_the_held_out_set_covers_what_it_promises_and_runs_in_its_own_table(tmp_
     assert bench.run.main(["--heldout", "--out", str(tmp_path / "h"), "--update-readme"]) == 0
     text = readme.read_text()
     assert "old" not in text and "Benchmark `heldout`" in text and "| matmul[24x40x56] | mcts+heuristic |" in text
+
+
+def test_bench_run_on_part_of_a_set(tmp_path, monkeypatch):
+    """--kernels re-measures some of a set's kernels (after a codegen change that touches only
+    them); it never replaces the README's tables, which stand for the whole set."""
+    import json
+
+    import bench.run
+
+    monkeypatch.setattr(bench.run, "QUICK", {"kernels": [("matmul", (64, 64, 64)), ("batch_matmul", (2, 16, 32, 8))],
+                                             "budgets": (2,), "seeds": (0,), "tvm": [("matmul", (64, 64, 64))]})
+    assert bench.run.only(bench.run.QUICK, {"batch_matmul"})["tvm"] == []
+    assert bench.run.main(["--quick", "--kernels", "batch_matmul", "--tvm", "none", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {r["kernel"] for r in results["runs"]} == {"batch_matmul[2x16x32x8]"}
+    with pytest.raises(SystemExit):
+        bench.run.main(["--quick", "--kernels", "batch_matmul", "--update-readme"])
+    with pytest.raises(SystemExit):
+        bench.run.main(["--quick", "--kernels", "conv2d"])
