@@ -119,14 +119,31 @@ class Kernel:
         return make_arrays(self.args, seed)
 
 
+CACHE_LINE = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised array whose data starts on a cache line, as the buffers of a framework
+    (PyTorch, IREE, MLIR's own allocations) do. NumPy's start wherever malloc puts them (16, 32 or
+    48 bytes into a line, varying from process to process): then every 64-byte vector load spans
+    two lines, and the same code times differently in different worker processes."""
+    dtype = np.dtype(dtype)
+    nbytes = max(1, math.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + CACHE_LINE, dtype=np.uint8)
+    skip = -raw.ctypes.data % CACHE_LINE
+    return raw[skip:skip + nbytes].view(dtype)[:math.prod(shape)].reshape(shape)
+
+
 def make_arrays(args: tuple[ArgSpec, ...], seed: int = 0) -> list[np.ndarray]:
-    """Arrays for every argument: random inputs in [-1, 1), outputs filled with NaN
-    so a kernel that forgets to write an element is caught."""
+    """Arrays for every argument, each starting on a cache line: random inputs in [-1, 1),
+    outputs filled with NaN so a kernel that forgets to write an element is caught."""
     rng = np.random.default_rng(seed)
     arrays = []
     for arg in args:
+        array = aligned_empty(arg.shape, arg.dtype)
         if arg.is_output:
-            arrays.append(np.full(arg.shape, np.nan, dtype=arg.dtype))
+            array[...] = np.nan
         else:
-            arrays.append(rng.uniform(-1.0, 1.0, arg.shape).astype(arg.dtype))
+            array[...] = rng.uniform(-1.0, 1.0, arg.shape).astype(arg.dtype)
+        arrays.append(array)
     return arrays

@@ -78,3 +78,20 @@ def test_operand_strides_come_from_the_indexing_maps():
     n, oh, ow, f, kh, kw, ch = range(7)
     assert image.stride_bytes(oh) == 2 * 11 * 4 * 4 and image.stride_bytes(kh) == 11 * 4 * 4
     assert image.stride_bytes(f) == 0 and image.contiguous_loop() == ch
+
+
+def test_measured_arrays_start_on_a_cache_line():
+    """Buffers start on a 64-byte line as a framework's do; NumPy's start 16-48 bytes into one,
+    differently in each worker process, so every vector load of a candidate spanned two lines."""
+    import numpy as np
+
+    from rcompiler.kernels.base import make_arrays
+
+    for name, shape in (("conv2d", (1, 30, 30, 32, 32, 3, 3, 1, 2)), ("matmul", (3, 5, 7)), ("matmul", (1, 1, 1))):
+        kernel = get_kernel(name, shape)
+        arrays = make_arrays(kernel.args, seed=3)
+        assert [a.shape for a in arrays] == [a.shape for a in kernel.args]
+        assert all(a.ctypes.data % 64 == 0 and a.flags.c_contiguous for a in arrays)
+        inputs = [a for a, spec in zip(arrays, kernel.args) if not spec.is_output]
+        assert all(np.all((-1 <= a) & (a < 1)) for a in inputs)
+        assert all(np.isnan(a).all() for a, spec in zip(arrays, kernel.args) if spec.is_output)
