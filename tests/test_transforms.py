@@ -1,6 +1,7 @@
 """The vocabulary: every step applies and verifies, illegal parameters are refused with a
 reason, schedules are canonical, and rendered scripts run in upstream mlir-opt."""
 import subprocess
+from contextlib import contextmanager
 
 import pytest
 
@@ -49,10 +50,9 @@ def test_step_applies_and_verifies(case, measure_with):
     assert result.max_error <= kernel.tolerance
 
 
-@pytest.mark.parametrize("case", ["tile+vectorize+hoist", "pack", "pack batch", "pack only b"])
-def test_vectorized_steps_really_vectorize(case):
-    """The rendered script turns the register tile into vector FMAs (not scalar loops); packed
-    tiles too, whose unit dims once made the contraction lowering scalarise (6 vs 69 GFLOP/s)."""
+@contextmanager
+def _transformed(case):
+    """The payload of a case after its rendered script, inside the MLIR context that holds it."""
     from mlir import ir
 
     from rcompiler.transforms import apply_script
@@ -62,6 +62,14 @@ def test_vectorized_steps_really_vectorize(case):
     with ir.Context(), ir.Location.unknown():
         module = ir.Module.parse(kernel.payload)
         apply_script(module, render(Schedule.of(steps), kernel).text)
+        yield module
+
+
+@pytest.mark.parametrize("case", ["tile+vectorize+hoist", "pack", "pack batch", "pack only b"])
+def test_vectorized_steps_really_vectorize(case):
+    """The rendered script turns the register tile into vector FMAs (not scalar loops); packed
+    tiles too, whose unit dims once made the contraction lowering scalarise (6 vs 69 GFLOP/s)."""
+    with _transformed(case) as module:
         ir_text = str(module)
     assert "vector.fma" in ir_text and "linalg.matmul" not in ir_text
     assert ir_text.count("arith.mulf") < 8  # no scalarised contraction
@@ -89,15 +97,7 @@ def test_accumulators_stay_in_registers_across_the_reduction_loop(case):
     """Hoisting pairs an accumulator's read and write only when their vector types match; a
     decomposed conv's read (1x8x32) and write (1x1x8x32) once differed by a unit dim, so every
     reduction step loaded and stored the accumulators (80 vs 117 GFLOP/s on a 3x3 conv)."""
-    from mlir import ir
-
-    from rcompiler.transforms import apply_script
-
-    name, shape, steps = CASES[case]
-    kernel = get_kernel(name, shape)
-    with ir.Context(), ir.Location.unknown():
-        module = ir.Module.parse(kernel.payload)
-        apply_script(module, render(Schedule.of(steps), kernel).text)
+    with _transformed(case) as module:
         loops = _innermost_loops_with_fmas(module)
         assert loops, "no reduction loop of vector FMAs"
         for loop in loops:
