@@ -86,6 +86,23 @@ def _tiled_results(w: _Writer, base: str, sizes) -> tuple[str, str, list[str]]:
     return op, f"{op}, {loops}", [loops]
 
 
+def _split(w: _Writer, handle: str, n: int, base: str) -> list[str]:
+    """One handle per payload op that `handle` holds (n of them, in match order)."""
+    if n == 1:
+        return [handle]
+    handles = [w.fresh(base) for _ in range(n)]
+    w(f"{', '.join(handles)} = transform.split_handle {handle} : ({ANY}) -> ({_results(n)})")
+    return handles
+
+
+def _match_func(w: _Writer, base: str, name: str, scope: str) -> str:
+    """A handle to the function named `name` inside `scope`."""
+    func = w.fresh(base)
+    w(f"{func} = transform.structured.match ops{{[\"func.func\"]}} attributes {{sym_name = \"{name}\"}} "
+      f"in {scope} : ({ANY}) -> {ANY}")
+    return func
+
+
 def _tile_for(w: _Writer, handle: str, sizes, interchange=None) -> tuple[str, list[str]]:
     """tile_using_for; returns the tiled-op handle and one handle per loop."""
     op, lhs, loops = _tiled_results(w, "tiled", sizes)
@@ -121,20 +138,13 @@ def render_module(parts: list[tuple[str, Schedule, Kernel]], entry: tuple[str, t
     if entry and entry[1]:
         name, ranks = entry
         w.owner = f"{name}: pads"
-        func, pads = w.fresh("entry"), w.fresh("pads")
-        w(f"{func} = transform.structured.match ops{{[\"func.func\"]}} attributes {{sym_name = \"{name}\"}} "
-          f"in %root : ({ANY}) -> {ANY}")
+        func, pads = _match_func(w, "entry", name, "%root"), w.fresh("pads")
         w(f"{pads} = transform.structured.match ops{{[\"tensor.pad\"]}} in {func} : ({ANY}) -> {ANY}")
-        each = [w.fresh("pad") for _ in ranks] if len(ranks) > 1 else [pads]
-        if len(ranks) > 1:
-            w(f"{', '.join(each)} = transform.split_handle {pads} : ({ANY}) -> ({_results(len(ranks))})")
-        for handle, rank in zip(each, ranks):
+        for handle, rank in zip(_split(w, pads, len(ranks), "pad"), ranks):
             _pad_by_rows(w, handle, rank)
     for name, schedule, kernel in parts:
         w.owner = f"setup ({name})"
-        func = w.fresh("task")
-        w(f"{func} = transform.structured.match ops{{[\"func.func\"]}} attributes {{sym_name = \"{name}\"}} "
-          f"in %root : ({ANY}) -> {ANY}")
+        func = _match_func(w, "task", name, "%root")
         before = len(w.owners)
         finish = render_scoped(w, schedule, kernel, func, func)
         w.owners[before:] = [f"{name}: {o}" for o in w.owners[before:]]
@@ -143,10 +153,8 @@ def render_module(parts: list[tuple[str, Schedule, Kernel]], entry: tuple[str, t
     w(f"%bufferized = transform.bufferization.one_shot_bufferize layout{{IdentityLayoutMap}} %root "
       f"{{bufferize_function_boundaries = true}} : ({ANY}) -> {ANY}")
     for name, finish in finishers:
-        bfunc = w.fresh("btask")
         w.owner = f"{name}: bufferize"
-        w(f"{bfunc} = transform.structured.match ops{{[\"func.func\"]}} attributes {{sym_name = \"{name}\"}} "
-          f"in %bufferized : ({ANY}) -> {ANY}")
+        bfunc = _match_func(w, "btask", name, "%bufferized")
         before = len(w.owners)
         finish(bfunc)
         w.owners[before:] = [f"{name}: {o}" for o in w.owners[before:]]
@@ -162,11 +170,7 @@ def render_scoped(w: "_Writer", schedule: Schedule, kernel: Kernel, scope: str, 
     linalg = w.fresh("linalg")
     w.owner = "setup"
     w(f"{linalg} = transform.structured.match interface{{LinalgOp}} in {scope} : ({ANY}) -> {ANY}")
-    if len(ops) > 1:
-        handles = [w.fresh("op") for _ in ops]
-        w(f"{', '.join(handles)} = transform.split_handle {linalg} : ({ANY}) -> ({_results(len(ops))})")
-    else:
-        handles = [linalg]
+    handles = _split(w, linalg, len(ops), "op")
     main = handles[p.main_index]
     aux = [(h, len(o.sizes)) for i, (h, o) in enumerate(zip(handles, ops)) if i != p.main_index]
     fuse = schedule.has("fuse")

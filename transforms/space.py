@@ -116,11 +116,12 @@ def plan(schedule: Schedule, kernel: Kernel) -> Plan:
 
 def applicable(step_name: str, kernel: Kernel, threads: int = 1) -> bool:
     """Whether a step can apply to this kernel with some parameters (what a proposer may use)."""
-    op = kernel.structure[kernel.main_index].name
+    info = kernel.structure[kernel.main_index]
+    op = info.name
     if step_name in ("pad", "pack"):
         return op in CONTRACTIONS
     if step_name == "im2col":  # upstream's rewrite refuses dilated windows
-        return op in CONVS and not _dilated(kernel.structure[kernel.main_index])
+        return op in CONVS and not _dilated(info)
     if step_name == "decompose":
         return op == "linalg.conv_2d_nhwc_hwcf"
     if step_name == "fuse":
@@ -128,7 +129,7 @@ def applicable(step_name: str, kernel: Kernel, threads: int = 1) -> bool:
     if step_name == "parallel":
         return threads > 1
     if step_name == "lanes":
-        return kernel.structure[kernel.main_index].iterators.count("reduction") == 1
+        return info.iterators.count("reduction") == 1
     return True
 
 
