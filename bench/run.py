@@ -36,7 +36,7 @@ QUICK = {"kernels": [("matmul", (256, 256, 256)), ("matmul", (197, 768, 3072)), 
                      ("batch_matmul", (4, 128, 128, 64))],
          "budgets": (8, 16, 32), "seeds": (0, 1)}
 FULL = {"kernels": [("matmul", (256, 256, 256)), ("matmul", (512, 512, 512)), ("matmul", (1024, 1024, 1024)),
-                    ("matmul", (197, 768, 3072)), ("conv2d", (1, 58, 58, 64, 64, 3, 3)),
+                    ("matmul", (1000, 1000, 1000)), ("matmul", (197, 768, 3072)), ("conv2d", (1, 58, 58, 64, 64, 3, 3)),
                     ("matmul_bias_relu", (256, 256, 256)), ("llama3_attention", None), ("llama3_mlp", None),
                     ("deepseek_moe_expert", None), ("flux_attention", None), ("flux_vae_conv", None)],
         "budgets": (8, 16, 32, 64), "seeds": (0, 1, 2),
