@@ -13,3 +13,19 @@ func.func @mm(%a: {a}, %b: {b}) -> {c} {{
   return %r : {c}
 }}
 """
+
+
+def conv_nchw_on_tensors(c: int, size: int, f: int, k: int = 3, stride: int = 1) -> str:
+    """A PyTorch-layout convolution (NCHW image, FCHW filter) on a zero-filled output."""
+    out = (size - k) // stride + 1
+    x, w, y = f"tensor<1x{c}x{size}x{size}xf32>", f"tensor<{f}x{c}x{k}x{k}xf32>", f"tensor<1x{f}x{out}x{out}xf32>"
+    return f"""
+func.func @conv(%x: {x}, %w: {w}) -> {y} {{
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : {y}
+  %o = linalg.fill ins(%zero : f32) outs(%e : {y}) -> {y}
+  %r = linalg.conv_2d_nchw_fchw {{dilations = dense<1> : tensor<2xi64>, strides = dense<{stride}> : tensor<2xi64>}}
+       ins(%x, %w : {x}, {w}) outs(%o : {y}) -> {y}
+  return %r : {y}
+}}
+"""

@@ -9,7 +9,7 @@ import pytest
 
 from fake_llm import FakeLLM
 from rcompiler.db import Database
-from rcompiler.kernels import get_kernel
+from rcompiler.kernels import get_kernel, kernel_from_mlir
 from rcompiler.measure import Limits
 from rcompiler.search.tuner import TuneConfig, Tuner
 
@@ -168,10 +168,18 @@ def test_the_prompt_carries_the_ir_the_layout_and_every_step():
     assert "affine_map<(m, n, k) -> (n, k)>" in prompt  # the payload IR, with its indexing maps
     assert "in1 [n, k] 2048x4096: k contiguous, strides n 16384 B" in prompt  # B stored N x K, read from the maps
     steps = answer_schema(ctx, 4)["properties"]["schedules"]["items"]["items"]["anyOf"]
-    assert {s["properties"]["step"]["const"] for s in steps} == set(STEP_TYPES) - {"im2col", "decompose"}
+    assert {s["properties"]["step"]["const"] for s in steps} == set(STEP_TYPES) - {"im2col", "decompose", "pack_channels"}
     conv = ProposalContext(get_kernel("conv2d", (1, 10, 10, 4, 8, 3, 3)), detect(), Schedule.of([]), None, [], [],
                            [], None, 1, set())
     conv_steps = answer_schema(conv, 4)["properties"]["schedules"]["items"]["items"]["anyOf"]
-    assert {s["properties"]["step"]["const"] for s in conv_steps} == set(STEP_TYPES) - {"pad", "pack", "parallel", "lanes"}
+    assert {s["properties"]["step"]["const"] for s in conv_steps} == set(STEP_TYPES) - {"pad", "pack", "pack_channels",
+                                                                                        "parallel", "lanes"}
+    from mlir_snippets import conv_nchw_on_tensors
+
+    nchw = ProposalContext(kernel_from_mlir(conv_nchw_on_tensors(16, 10, 16)), detect(), Schedule.of([]), None, [],
+                           [], [], None, 1, set())
+    nchw_steps = answer_schema(nchw, 4)["properties"]["schedules"]["items"]["items"]["anyOf"]
+    packed = next(s for s in nchw_steps if s["properties"]["step"]["const"] == "pack_channels")
+    assert packed["properties"]["sizes"]["minItems"] == packed["properties"]["sizes"]["maxItems"] == 2
     tile = next(s for s in steps if s["properties"]["step"]["const"] == "tile")
     assert "interchange" in tile["properties"] and tile["required"] == ["step", "sizes"]

@@ -316,3 +316,36 @@ def test_register_tiles_are_one_two_or_four_vectors_wide():
     for rows, cols in ((1024, 1024), (56, 64), (100, 3000), (19, 48)):
         widths = {nr for _, nr in register_tiles(hw, rows, cols)}
         assert widths <= {hw.f32_lanes, 2 * hw.f32_lanes, 4 * hw.f32_lanes} | {cols}, widths
+
+
+def test_heuristic_packs_nchw_channels_into_vector_blocks_first():
+    """NCHW: the first ideas pack channels into blocks of one vector (read in place) before the
+    im2col ones (a patch-matrix copy); sizes follow the detected vector width and register file."""
+    from mlir_snippets import conv_nchw_on_tensors
+
+    from rcompiler.kernels import kernel_from_mlir
+
+    hw = detect()
+    conv = kernel_from_mlir(conv_nchw_on_tensors(2 * hw.f32_lanes, 30, 2 * hw.f32_lanes))
+    ideas = [s for _, s in HeuristicProposer().initial(conv, hw, 1)]
+    assert all(check(s, conv) is None for s in ideas)
+    first = ideas[0]
+    assert first.get("pack_channels").sizes[0] == hw.f32_lanes
+    assert 0 < first.tiles[-1].sizes[3] <= hw.vector_registers // 2  # pixels x one vector of accumulators
+    assert any(s.has("im2col") for s in ideas[1:])
+    # too few output channels for a vector block: im2col only
+    narrow = kernel_from_mlir(conv_nchw_on_tensors(8, 10, hw.f32_lanes // 2))
+    assert not any(s.has("pack_channels") for _, s in HeuristicProposer().initial(narrow, hw, 1))
+
+
+def test_random_schedules_draw_pack_channels_legally():
+    from mlir_snippets import conv_nchw_on_tensors
+
+    from rcompiler.kernels import kernel_from_mlir
+    from rcompiler.search.edits import random_schedule, stream
+
+    conv = kernel_from_mlir(conv_nchw_on_tensors(16, 10, 16))
+    rng = stream("random", 0)
+    drawn = [random_schedule(conv, rng) for _ in range(120)]
+    packed = [s for s in drawn if s.has("pack_channels")]
+    assert packed and all(check(s, conv) is None for s in packed)

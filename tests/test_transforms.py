@@ -6,11 +6,12 @@ from contextlib import contextmanager
 import pytest
 
 from rcompiler.jit import mlir_tool
-from rcompiler.kernels import get_kernel
+from mlir_snippets import conv_nchw_on_tensors
+from rcompiler.kernels import get_kernel, kernel_from_mlir
 from rcompiler.measure import Candidate, Status
 from rcompiler.transforms.render import Script
-from rcompiler.transforms import (Contraction, Decompose, Fuse, Hoist, Im2col, Lanes, Pack, Pad, Parallel, Peel, Schedule,
-                                  ScheduleError, Tile, Unroll, Vectorize, check, render, step_from_json)
+from rcompiler.transforms import (Contraction, Decompose, Fuse, Hoist, Im2col, Lanes, Pack, PackChannels, Pad, Parallel,
+                                  Peel, Schedule, ScheduleError, Tile, Unroll, Vectorize, check, render, step_from_json)
 
 VEC = (Vectorize(), Hoist())
 # (kernel, shape, schedule): each step on each kind of kernel it supports.
@@ -37,13 +38,23 @@ CASES = {
     "conv strided decompose": ("conv2d", (1, 11, 19, 4, 16, 3, 3, 2), (Tile((1, 1, 3, 16, 1, 0, 1)), Decompose()) + VEC),
     "conv im2col": ("conv2d", (1, 10, 10, 8, 32, 3, 3), (Im2col(), Tile((1, 8, 32, 1))) + VEC),
     "parallel": ("matmul", (64, 64, 64), (Parallel(2), Tile((8, 32, 1))) + VEC),
+    "conv nchw im2col": ("conv2d_nchw", (8, 10, 16), (Im2col(), Tile((1, 8, 16, 1))) + VEC),
+    "conv nchw pack_channels": ("conv2d_nchw", (8, 10, 16), (PackChannels((8, 4)), Tile((1, 1, 1, 4, 1, 1, 1, 0, 0)))
+                                + VEC),
 }
+
+
+def get_case_kernel(name: str, shape: tuple):
+    """A built-in kernel, or an NCHW convolution as PyTorch-style frontends emit it (c, size, f)."""
+    if name == "conv2d_nchw":
+        return kernel_from_mlir(conv_nchw_on_tensors(*shape))
+    return get_kernel(name, shape)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_step_applies_and_verifies(case, measure_with):
     name, shape, steps = CASES[case]
-    kernel = get_kernel(name, shape)
+    kernel = get_case_kernel(name, shape)
     schedule = Schedule.of(steps)
     result = measure_with(kernel).measure(Candidate(render(schedule, kernel).text, schedule.threads))
     assert result.status is Status.OK, result.reason
@@ -58,7 +69,7 @@ def _transformed(case):
     from rcompiler.transforms import apply_script
 
     name, shape, steps = CASES[case]
-    kernel = get_kernel(name, shape)
+    kernel = get_case_kernel(name, shape)
     with ir.Context(), ir.Location.unknown():
         module = ir.Module.parse(kernel.payload)
         apply_script(module, render(Schedule.of(steps), kernel).text)
@@ -92,7 +103,8 @@ def _innermost_loops_with_fmas(module):
     return loops
 
 
-@pytest.mark.parametrize("case", ["conv decompose", "conv strided decompose", "batch", "tile+vectorize+hoist"])
+@pytest.mark.parametrize("case", ["conv decompose", "conv strided decompose", "conv nchw pack_channels", "batch",
+                                  "tile+vectorize+hoist"])
 def test_accumulators_stay_in_registers_across_the_reduction_loop(case):
     """Hoisting pairs an accumulator's read and write only when their vector types match; a
     decomposed conv's read (1x8x32) and write (1x1x8x32) once differed by a unit dim, so every
@@ -162,9 +174,18 @@ def test_measurements_are_keyed_by_the_codegen_version(monkeypatch):
     ((Im2col(), Decompose(), Tile((1, 8, 4, 1))), ("conv2d", (1, 10, 10, 4, 4, 3, 3)), "alternatives"),
     ((Contraction("fast"), Vectorize(), Tile((8, 32, 1))), ("matmul", (64, 64, 64)), "not one of"),
     ((Im2col(), Tile((1, 8, 4, 1))), ("conv2d", (1, 14, 14, 4, 4, 3, 3, 1, 2)), "dilated"),
+    ((PackChannels((8, 4)), Tile((1, 1, 1, 4, 1, 1, 1, 0, 0))) + VEC, ("conv2d", (1, 10, 10, 4, 4, 3, 3)),
+     "pack_channels: applies to linalg.conv_2d_nchw_fchw"),
+    ((PackChannels((8, 3)), Tile((1, 1, 1, 4, 1, 1, 1, 0, 0))) + VEC, ("conv2d_nchw", (8, 10, 16)),
+     "block 3 does not divide c=8"),
+    ((PackChannels((8, 4)), Tile((1, 1, 1, 4, 1, 1, 0, 0, 0))) + VEC, ("conv2d_nchw", (8, 10, 16)),
+     "it leaves kw=3"),
+    ((PackChannels((8, 4)), Tile((1, 1, 1, 4, 1, 1, 1, 0, 0))), ("conv2d_nchw", (8, 10, 16)), "needs vectorize"),
+    ((PackChannels((8, 4)), Tile((1, 1, 1, 2, 1, 1, 1, 0, 0))) + VEC, ("conv2d_nchw", (8, 11, 16, 3, 2)),
+     "stride 1 along the image width"),
 ])
 def test_illegal_parameters_are_refused_with_a_reason(steps, kernel, reason):
-    k = get_kernel(*kernel)
+    k = get_case_kernel(*kernel)
     schedule = Schedule.of(steps)
     assert reason in (check(schedule, k) or "")
     with pytest.raises(ScheduleError, match=reason.replace("(", r"\(")):
@@ -204,10 +225,11 @@ def test_failure_is_attributed_to_its_step(measure_with):
 
 
 @pytest.mark.parametrize("case", ["tile+vectorize+hoist", "peel odd shape", "pack", "pack only b", "fuse bias relu", "lanes",
-                                  "conv decompose", "conv im2col", "parallel", "pad odd shape"])
+                                  "conv decompose", "conv im2col", "conv nchw pack_channels", "parallel",
+                                  "pad odd shape"])
 def test_upstream_mlir_opt_applies_rendered_script(case, tmp_path):
     name, shape, steps = CASES[case]
-    kernel = get_kernel(name, shape)
+    kernel = get_case_kernel(name, shape)
     (tmp_path / "payload.mlir").write_text(kernel.payload)
     (tmp_path / "schedule.mlir").write_text(render(Schedule.of(steps), kernel).text)
     proc = subprocess.run([mlir_tool("mlir-opt"), str(tmp_path / "payload.mlir"),

@@ -173,11 +173,13 @@ def render_scoped(w: "_Writer", schedule: Schedule, kernel: Kernel, scope: str, 
     handles = _split(w, linalg, len(ops), "op")
     main = handles[p.main_index]
     aux = [(h, len(o.sizes)) for i, (h, o) in enumerate(zip(handles, ops)) if i != p.main_index]
-    fuse = schedule.has("fuse")
-    if not fuse:
+    fuse, channels = schedule.has("fuse"), schedule.has("pack_channels")
+    if not fuse and not channels:
         _tile_rows(w, aux)
 
     main = _layout(w, schedule, kernel, p, main, scope, func)
+    if channels:  # after packing, so the output's zero fill could fold into a fill of the packed output
+        _tile_rows(w, aux)
     if p.parallel_sizes is not None:
         w.owner = _label(schedule, "parallel")
         forall = w.fresh("forall")
@@ -222,6 +224,8 @@ def render_scoped(w: "_Writer", schedule: Schedule, kernel: Kernel, scope: str, 
             w(f"{main} = transform.structured.match ops{{[\"{p.main_op}\"]}} in {scope} : ({ANY}) -> {ANY}")
         w(f"{w.fresh('conv1d')} = transform.structured.decompose {main} : ({ANY}) -> {ANY}")
 
+    if channels:
+        _vectorize_packed_tile(w, schedule, scope, func)
     _vectorize(w, schedule, func, len(kernel.outputs[0].shape))
     return lambda bfunc: _after_bufferize(w, schedule, bfunc)
 
@@ -286,6 +290,8 @@ def _layout(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str, 
         w("  transform.apply_patterns.linalg.decompose_pack_unpack")
         w(f"}} : {ANY}")
         return new
+    if schedule.has("pack_channels"):
+        return _pack_channels(w, schedule, kernel, p, main, scope, func)
     if schedule.has("im2col"):
         w.owner = _label(schedule, "im2col")
         img, reshape, new = w.fresh("img2col"), w.fresh("reshape"), w.fresh("gemm")
@@ -295,6 +301,66 @@ def _layout(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str, 
         _tile_for(w, img, [1, 1, 0])
         return new
     return main
+
+
+def _pack_channels(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str, scope: str, func: str) -> str:
+    """NCHW conv -> NCHWc: pack output and filter channels by fb, input channels by cb. The image,
+    filter and output copies are tiled and vectorized here (a row of pixels, a filter block, an
+    output tile at a time); the packed op itself is tiled by the schedule's tile steps."""
+    w.owner = _label(schedule, "pack_channels")
+    fb, cb = schedule.get("pack_channels").sizes
+    generic, packed, filt, filt_pack, new = (w.fresh(x) for x in ("generic", "packed", "filter", "fpack", "main"))
+    generic_t, pack_t = "!transform.op<\"linalg.generic\">", "!transform.op<\"linalg.pack\">"
+    w(f"{generic} = transform.structured.generalize {main} : ({ANY}) -> {ANY}")
+    w(f"{packed} = transform.structured.pack {generic} packed_sizes = [0, {fb}, 0, 0, {cb}, 0, 0] : "
+      f"({ANY}) -> ({generic_t})")
+    # The filter's inner block as (ci, fi): a row of the packed tile's right operand is one vector along fi.
+    w(f"{filt} = transform.get_producer_of_operand {packed}[1] : ({generic_t}) -> {ANY}")
+    w(f"{filt_pack} = transform.cast {filt} : {ANY} to {pack_t}")
+    repacked = w.fresh("repacked")
+    w(f"{repacked}, {w.fresh('fpack')}, {w.fresh('unpack')} = transform.structured.pack_transpose {filt_pack} "
+      f"with_compute_op({packed}) inner_perm = [1, 0] : ({pack_t}, {generic_t}) -> ({generic_t}, {pack_t}, {ANY})")
+    w(f"{new} = transform.cast {repacked} : {generic_t} to {ANY}")
+    w(f"transform.apply_patterns to {func} {{")  # a zero fill of the output becomes a fill of the packed output
+    w("  transform.apply_patterns.tensor.fold_into_pack_and_unpack")
+    w("  transform.apply_patterns.canonicalization")
+    w(f"}} : {ANY}")
+    image, weights, init = (w.fresh(x) for x in ("image", "weights", "init"))
+    for handle, operand in ((image, 0), (weights, 1), (init, 2)):
+        w(f"{handle} = transform.get_producer_of_operand {new}[{operand}] : ({ANY}) -> {ANY}")
+    copies = [_tile_for(w, image, [1, 1, 1, 0])[0],  # a row of pixels, transposed to pixels x channels
+              _tile_for(w, weights, [1, 1, 1, 1])[0]]  # one fb x cb block of one window position
+    if any(op.name == "linalg.fill" for op in kernel.structure):  # packed with the output: a fill of NCHWc rows
+        _tile_for(w, init, [1, 1, 1, 1, 0])
+    else:  # an initial value (a bias broadcast) packed row by row
+        copies.append(_tile_for(w, init, [1, 1, 1, 0])[0])
+    unpacks = w.fresh("unpacks")
+    w(f"{unpacks} = transform.structured.match ops{{[\"linalg.unpack\"]}} in {scope} : ({ANY}) -> {ANY}")
+    ow = p.levels[-1].inner[p.nest.names.index("ow")]
+    copies.append(_tile_for(w, unpacks, [1, fb, 1, ow])[0])  # back to NCHW one output tile at a time
+    for handle in copies:
+        w(f"transform.structured.vectorize {handle} : {ANY}")
+    return new
+
+
+def _vectorize_packed_tile(w: _Writer, schedule: Schedule, scope: str, func: str) -> None:
+    """Drop the packed tile's unit loops, so its maps become a matmul's (ow, ci) x (ci, fi), and
+    vectorize every op before `_vectorize` does. MLIR 22's vectorize_children_and_apply_patterns
+    writes a vector into a rank-expanding insert_slice (the 8x14 result of a unit-dim-folded
+    tile into its 1x8x1x14 slice) along the wrong dims; vectorizing the ops first lets
+    fold_tensor_subset_ops_into_vector_transfers fold those inserts correctly."""
+    w.owner = _label(schedule, "pack_channels")
+    w(f"transform.apply_patterns to {func} {{")
+    w("  transform.apply_patterns.linalg.fold_unit_extent_dims_via_slices")
+    w("  transform.apply_patterns.canonicalization")
+    w(f"}} : {ANY}")
+    ops = w.fresh("ops")
+    w(f"{ops} = transform.structured.match interface{{LinalgOp}} in {scope} : ({ANY}) -> {ANY}")
+    w(f"transform.structured.vectorize {ops} : {ANY}")
+    w(f"transform.apply_patterns to {func} {{")
+    w("  transform.apply_patterns.tensor.fold_tensor_subset_ops_into_vector_transfers")
+    w("  transform.apply_patterns.canonicalization")
+    w(f"}} : {ANY}")
 
 
 def _fuse(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, last: str, tile, level, scope: str):

@@ -21,7 +21,11 @@ LOOP_NAMES = {
     "linalg.conv_2d_nhwc_hwcf": ("n", "oh", "ow", "f", "kh", "kw", "c"),
     "linalg.conv_2d_nchw_fchw": ("n", "f", "oh", "ow", "c", "kh", "kw"),
 }
-CONVS = ("linalg.conv_2d_nhwc_hwcf", "linalg.conv_2d_nchw_fchw")
+NCHW = "linalg.conv_2d_nchw_fchw"
+CONVS = ("linalg.conv_2d_nhwc_hwcf", NCHW)
+# pack_channels: loops of the packed NCHW conv, and those its innermost tile must leave whole
+PACKED_NCHW = ("n", "fo", "oh", "ow", "co", "kh", "kw", "fi", "ci")
+PACKED_NCHW_TILE_KEEPS = ("ow", "fi", "ci")
 CONTRACTIONS = ("linalg.matmul", "linalg.batch_matmul")
 MAX_VECTOR_ELEMENTS = 1 << 14  # a register tile, not a whole matrix: bigger vectors blow up compile time
 MAX_THREADS = 64
@@ -68,6 +72,13 @@ def loop_nest(kernel: Kernel) -> LoopNest:
     if len(names) != len(op.sizes):
         names = tuple(f"d{i}" for i in range(len(op.sizes)))
     return LoopNest(list(names), list(op.sizes), list(op.iterators))
+
+
+def laid_out(schedule: Schedule, kernel: Kernel) -> LoopNest:
+    """The main op's loops after the schedule's layout step (pad, pack, pack_channels, im2col)."""
+    nest = loop_nest(kernel)
+    _layout(schedule, kernel.structure[kernel.main_index], nest)
+    return nest
 
 
 def plan(schedule: Schedule, kernel: Kernel) -> Plan:
@@ -120,6 +131,8 @@ def applicable(step_name: str, kernel: Kernel, threads: int = 1) -> bool:
     op = info.name
     if step_name in ("pad", "pack"):
         return op in CONTRACTIONS
+    if step_name == "pack_channels":
+        return op == NCHW and _unit_width_stride(info)
     if step_name == "im2col":  # upstream's rewrite refuses dilated windows
         return op in CONVS and not _dilated(info)
     if step_name == "decompose":
@@ -140,6 +153,13 @@ def _dilated(op: OpInfo) -> bool:
                for loop, coef in dim if op.iterators[loop] == "reduction")
 
 
+def _unit_width_stride(op: OpInfo) -> bool:
+    """Whether an NCHW convolution reads the image row one pixel per output pixel (stride 1 along
+    W): once the window loops are tiled to 1, the image is then read like a matrix."""
+    width = op.inputs[0].index[3]
+    return bool(width) and dict(width).get(3) == 1
+
+
 def check(schedule: Schedule, kernel: Kernel) -> str | None:
     """The reason `schedule` is illegal for `kernel`, or None."""
     try:
@@ -152,8 +172,11 @@ def check(schedule: Schedule, kernel: Kernel) -> str | None:
 def _layout(schedule: Schedule, op: OpInfo, nest: LoopNest) -> None:
     op_name = op.name
     pad, pack, im2col = schedule.get("pad"), schedule.get("pack"), schedule.get("im2col")
-    if sum(x is not None for x in (pad, pack, im2col)) > 1:
-        raise ScheduleError("pad, pack and im2col each rewrite the op's layout: use at most one")
+    channels = schedule.get("pack_channels")
+    if sum(x is not None for x in (pad, pack, im2col, channels)) > 1:
+        raise ScheduleError("pad, pack, pack_channels and im2col each rewrite the op's layout: use at most one")
+    if channels is not None:
+        _pack_channels(schedule, channels, op, nest)
     if pad is not None:
         if op_name not in CONTRACTIONS:
             raise ScheduleError(f"pad: supported on {', '.join(CONTRACTIONS)}, not {op_name}")
@@ -198,6 +221,23 @@ def _layout(schedule: Schedule, op: OpInfo, nest: LoopNest) -> None:
             n, f, oh, ow, c, kh, kw = nest.extents
             nest.names, nest.extents = ["n", "f", "m", "k"], [n, f, oh * ow, c * kh * kw]
         nest.iterators = ["parallel", "parallel", "parallel", "reduction"]
+
+
+def _pack_channels(schedule: Schedule, step, op: OpInfo, nest: LoopNest) -> None:
+    if op.name != NCHW:
+        raise ScheduleError(f"pack_channels: applies to {NCHW}, not {op.name}")
+    if not _unit_width_stride(op):
+        raise ScheduleError("pack_channels: needs stride 1 along the image width (the packed tile is then a matmul)")
+    n, f, oh, ow, c, kh, kw = nest.extents
+    if len(step.sizes) != 2 or min(step.sizes) < 1:
+        raise ScheduleError("pack_channels: sizes are two positive block sizes [f, c]")
+    fb, cb = step.sizes
+    for dim, size, ext in (("f", fb, f), ("c", cb, c)):
+        if ext % size:
+            raise ScheduleError(f"pack_channels: block {size} does not divide {dim}={ext}")
+    nest.names = list(PACKED_NCHW)
+    nest.extents = [n, f // fb, oh, ow, c // cb, kh, kw, fb, cb]
+    nest.iterators = ["parallel"] * 4 + ["reduction"] * 3 + ["parallel", "reduction"]
 
 
 def _parallel(par, nest: LoopNest) -> tuple[int, ...]:
@@ -282,6 +322,19 @@ def _loop_shaping(schedule: Schedule, p: Plan, nest: LoopNest) -> None:
         if unroll.factor < 2 or rem or trip % unroll.factor:
             raise ScheduleError(f"unroll: factor {unroll.factor} must be >= 2 and divide the trip count {trip} "
                                 f"of loop {nest.names[inner.loops[unroll.loop]]}" + (" (which has a partial tile)" if rem else ""))
+    if schedule.has("pack_channels"):
+        for name in ("fuse", "decompose", "peel", "unroll"):
+            if schedule.has(name):
+                raise ScheduleError(f"pack_channels: cannot be combined with {name}")
+        if not schedule.has("vectorize"):
+            raise ScheduleError("pack_channels: needs vectorize (the packed layout only pays off in vector registers)")
+        if inner is None:
+            raise ScheduleError("pack_channels: needs a tile step (the register tile)")
+        wide = [f"{name}={e}" for name, e in zip(nest.names, inner.inner)
+                if name not in PACKED_NCHW_TILE_KEEPS and e != 1]
+        if wide:
+            raise ScheduleError("pack_channels: the innermost tile must tile every loop but ow, fi and ci to 1, "
+                                f"it leaves {', '.join(wide)}")
     if peel is not None and not any(inner.remainders):
         raise ScheduleError("peel: every innermost tile divides its loop; there is nothing to peel")
     if decompose is not None:

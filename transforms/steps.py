@@ -55,6 +55,17 @@ class Pack(Step):
 
 
 @dataclass(frozen=True)
+class PackChannels(Step):
+    sizes: tuple[int, int]
+    name = "pack_channels"
+    phase = 0
+    about = ("NCHW convolution: pack it into the blocked NCHWc layout, output channels in blocks of f and "
+             "input channels in blocks of c (sizes [f, c]), so a vector runs along a channel block; the "
+             "loops are then n, fo, oh, ow, co, kh, kw, fi, ci. The innermost tile keeps ow, fi, ci and "
+             "tiles every other loop to 1: it is then a (ow x ci) by (ci x fi) matmul")
+
+
+@dataclass(frozen=True)
 class Im2col(Step):
     name = "im2col"
     phase = 0
@@ -146,7 +157,7 @@ class Contraction(Step):
 
 
 STEP_TYPES: dict[str, type[Step]] = {t.name: t for t in
-                                     (Pad, Pack, Im2col, Parallel, Fuse, Tile, Lanes, Unroll, Peel, Decompose,
+                                     (Pad, Pack, PackChannels, Im2col, Parallel, Fuse, Tile, Lanes, Unroll, Peel, Decompose,
                                       Vectorize, Hoist, Contraction)}
 
 

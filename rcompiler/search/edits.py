@@ -9,9 +9,10 @@ import random
 from dataclasses import replace
 
 from rcompiler.kernels.base import Kernel
-from rcompiler.transforms import (CONTRACTION_STRATEGIES, Contraction, Decompose, Fuse, Hoist, Im2col, Lanes, Pack, Pad,
-                                  Parallel, Peel, Schedule, ScheduleError, Tile, Unroll, Vectorize, applicable, check,
+from rcompiler.transforms import (CONTRACTION_STRATEGIES, Contraction, Decompose, Fuse, Hoist, Im2col, Lanes, Pack,
+                                  PackChannels, Pad, Parallel, Peel, Schedule, ScheduleError, Tile, Unroll, Vectorize, applicable, check,
                                   loop_nest, plan)
+from rcompiler.transforms.space import PACKED_NCHW_TILE_KEEPS, laid_out
 
 Edit = tuple[str, Schedule]
 
@@ -38,7 +39,8 @@ def replace_tile(schedule: Schedule, level: int, tile: Tile) -> Schedule:
 def resize_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
     """Double or halve one tile size (snapped to a divisor of its loop)."""
     out = []
-    names = loop_nest(kernel).names if not schedule.has("pack") and not schedule.has("im2col") else None
+    layout = any(schedule.has(x) for x in ("pack", "pack_channels", "im2col"))
+    names = loop_nest(kernel).names if not layout else None
     for level, (tile, extents) in enumerate(zip(schedule.tiles, level_extents(kernel, schedule))):
         for d, (size, extent) in enumerate(zip(tile.sizes, extents)):
             if not size:
@@ -146,18 +148,19 @@ def stream(name: str, seed: int) -> random.Random:
 
 def random_schedule(kernel: Kernel, rng: random.Random, threads: int = 1) -> Schedule:
     """A random legal schedule from the whole vocabulary: an optional layout step (pad, pack of
-    all operands or of B alone, im2col), 1-3 tile levels (divisors, or any size when the
+    all operands or of B alone, pack_channels, im2col), 1-3 tile levels (divisors, or any size when the
     innermost level peels), lanes, fuse, unroll, vectorize, hoist, a contraction lowering,
     decompose and parallel, each where the kernel allows it."""
     nest = loop_nest(kernel)
     for _ in range(200):
         steps = _random_layout(kernel, nest, rng, threads)
         try:
-            laid = plan(Schedule.of(steps), kernel).nest if steps else nest  # the loops after a layout step
+            laid = laid_out(Schedule.of(steps), kernel)  # the loops after a layout step
         except ScheduleError:
             continue
         extents = list(laid.extents)
-        peel = rng.random() < 0.15
+        channels = any(isinstance(x, PackChannels) for x in steps)
+        peel = not channels and rng.random() < 0.15
         tiles = []
         for level in range(rng.choice((1, 2, 2, 3))):
             sizes = [_random_size(e, rng, partial=peel) for e in extents]
@@ -166,6 +169,10 @@ def random_schedule(kernel: Kernel, rng: random.Random, threads: int = 1) -> Sch
             interchange = tuple(rng.sample(range(len(sizes)), len(sizes))) if rng.random() < 0.3 else None
             tiles.append(Tile(tuple(sizes), interchange))
             extents = [s if s else e for s, e in zip(sizes, extents)]
+        if channels:  # its innermost tile has every loop but ow, fi and ci at 1: make the last level so
+            keep = [n in PACKED_NCHW_TILE_KEEPS for n in laid.names]
+            sizes = tuple(x if k else 1 for x, k in zip(tiles[-1].sizes if tiles else [0] * len(keep), keep))
+            tiles[-1:] = [Tile(sizes, tiles[-1].interchange if tiles else None)]
         lanes = bool(tiles) and applicable("lanes", kernel) and not peel and rng.random() < 0.15
         if lanes:  # the reduction left whole in the innermost tile, then split into vector lanes
             red = laid.iterators.index("reduction")
@@ -205,12 +212,15 @@ def _random_size(extent: int, rng: random.Random, partial: bool) -> int:
 
 
 def _random_layout(kernel: Kernel, nest, rng: random.Random, threads: int) -> list:
-    layouts = [n for n in ("pad", "pack", "im2col") if applicable(n, kernel, threads)]
+    layouts = [n for n in ("pad", "pack", "pack_channels", "im2col") if applicable(n, kernel, threads)]
     if not layouts or rng.random() >= 0.3:
         return []
     kind = rng.choice(layouts)
     if kind == "im2col":
         return [Im2col()]
+    if kind == "pack_channels":  # blocks of output (f) and input (c) channels
+        f, c = nest.extents[1], nest.extents[4]
+        return [PackChannels(tuple(rng.choice([d for d in divisors(e) if d <= 64]) for e in (f, c)))]
     if kind == "pad":
         return [Pad(tuple(rng.choice((1, 8, 16, 32, 48, 64)) for _ in nest.extents))]
     m, n, k = nest.extents[-3:]

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
-from rcompiler.transforms import (Decompose, Hoist, Im2col, Lanes, Pack, Pad, Parallel, Peel, Schedule, Tile,
+from rcompiler.transforms import (Decompose, Hoist, Im2col, Lanes, Pack, PackChannels, Pad, Parallel, Peel, Schedule, Tile,
                                   Vectorize, applicable, check, loop_nest)
 
 from .context import Evaluated, Proposal, ProposalContext
@@ -286,12 +286,33 @@ class HeuristicProposer:
         makes it a matmul of the filter (f x c*kh*kw) by the patch matrix (c*kh*kw x pixels),
         whose register tile runs over output channels (rows) and pixels (vector columns)."""
         n, f, oh, ow, c, kh, kw = loop_nest(kernel).extents
-        pixels, ideas = oh * ow, []
+        pixels, ideas = oh * ow, self._conv_nchw_packed(kernel, hw)
         for mr, nr in register_tiles(hw, f, pixels)[:3]:
             peel = [Peel()] if f % mr or pixels % nr else []
             ideas.append((f"im2col, then a {mr}x{nr} register tile over output channels x pixels (pixels are "
                           "contiguous in NCHW), vectorize and keep the tile in registers",
                           Schedule.of([Im2col(), Tile((1, mr, nr, 1)), Vectorize(), Hoist(), *peel])))
+        return ideas
+
+    def _conv_nchw_packed(self, kernel: Kernel, hw: Hardware) -> list[tuple[str, Schedule]]:
+        """NCHW packed to NCHWc (channels in vector-wide blocks), as oneDNN reorders it: the tile
+        is then a (pixels x input-channel block) by (block x output-channel block) matmul read in
+        place, with no patch matrix. A row of pixels holds one vector of accumulators each: about
+        a quarter of the register file keeps both FMA pipes busy without spilling, half is tried too."""
+        if not applicable("pack_channels", kernel):
+            return []
+        n, f, oh, ow, c, kh, kw = loop_nest(kernel).extents
+        lanes, regs = hw.f32_lanes, hw.vector_registers
+        if f % lanes:
+            return []
+        ideas = []
+        for rows_target, cb in ((regs / 4, lanes // 2), (regs / 4, lanes), (regs / 2, lanes // 2)):
+            wr = max((d for d in divisors(ow) if d <= rows_target), default=1)
+            cb = cb if c % cb == 0 else snap(c, cb)
+            ideas.append((f"pack channels into NCHWc blocks ({lanes} output, {cb} input channels), then a "
+                          f"{wr}-pixel x {lanes}-channel register tile read in place (no im2col copy)",
+                          Schedule.of([PackChannels((lanes, cb)), Tile((1, 1, 1, wr, 1, 1, 1, 0, 0)),
+                                       Vectorize(), Hoist()])))
         return ideas
 
     def _generic(self, kernel: Kernel, hw: Hardware) -> list[tuple[str, Schedule]]:

@@ -132,6 +132,7 @@ def _step_schema(cls, ctx: ProposalContext, nest) -> dict:
 
     known = {("tile", "sizes"): ints(n, {"enum": sizes}), ("tile", "interchange"): ints(n, loops),
              ("pad", "multiples"): ints(n), ("pack", "sizes"): ints(3, {"enum": [d for d in sizes if d]}),
+             ("pack_channels", "sizes"): ints(2, {"enum": [d for d in sizes if d]}),
              ("contraction", "strategy"): {"enum": list(CONTRACTION_STRATEGIES)},
              ("unroll", "loop"): loops, ("unroll", "factor"): {"enum": [2, 4, 8]},
              ("lanes", "size"): {"enum": [4, 8, 16, 32]},
