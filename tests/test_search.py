@@ -349,3 +349,19 @@ def test_random_schedules_draw_pack_channels_legally():
     drawn = [random_schedule(conv, rng) for _ in range(120)]
     packed = [s for s in drawn if s.has("pack_channels")]
     assert packed and all(check(s, conv) is None for s in packed)
+
+
+def test_edits_resize_pack_channels_blocks():
+    from mlir_snippets import conv_nchw_on_tensors
+
+    from rcompiler.kernels import kernel_from_mlir
+    from rcompiler.search.edits import block_edits
+    from rcompiler.transforms import PackChannels
+
+    conv = kernel_from_mlir(conv_nchw_on_tensors(16, 10, 32))
+    base = Schedule.of([PackChannels((16, 8)), Tile((1, 1, 1, 4, 1, 1, 1, 0, 0)), Vectorize(), Hoist()])
+    edits = dict(block_edits(conv, base))
+    assert edits["halve input channel block 8->4"].get("pack_channels").sizes == (16, 4)
+    assert edits["double output channel block 16->32"].get("pack_channels").sizes == (32, 8)
+    assert all(check(s, conv) is None for s in edits.values())
+    assert block_edits(conv, Schedule.of([Tile((1, 1, 1, 4, 1, 1, 1)), Vectorize()])) == []

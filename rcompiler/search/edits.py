@@ -126,9 +126,28 @@ def level_edits(kernel: Kernel, schedule: Schedule, rng: random.Random) -> list[
     return out
 
 
+def block_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
+    """Double or halve pack_channels' output or input channel block (snapped to a divisor)."""
+    step = schedule.get("pack_channels")
+    if step is None:
+        return []
+    _, f, _, _, c, _, _ = loop_nest(kernel).extents
+    out = []
+    for i, (label, extent) in enumerate((("output", f), ("input", c))):
+        size = step.sizes[i]
+        for factor, word in ((2, "double"), (0.5, "halve")):
+            options = [d for d in divisors(extent) if (d > size if factor > 1 else d < size)]
+            if options:
+                new = min(options, key=lambda x: abs(x - size * factor))
+                sizes = tuple(new if j == i else x for j, x in enumerate(step.sizes))
+                rest = [x for x in schedule.steps if not isinstance(x, PackChannels)]
+                out.append((f"{word} {label} channel block {size}->{new}", Schedule.of([PackChannels(sizes), *rest])))
+    return out
+
+
 def all_edits(kernel: Kernel, schedule: Schedule, threads: int, rng: random.Random) -> list[Edit]:
-    return (resize_edits(kernel, schedule) + interchange_edits(schedule) + flag_edits(schedule, threads)
-            + unroll_edits(kernel, schedule) + level_edits(kernel, schedule, rng))
+    return (resize_edits(kernel, schedule) + block_edits(kernel, schedule) + interchange_edits(schedule)
+            + flag_edits(schedule, threads) + unroll_edits(kernel, schedule) + level_edits(kernel, schedule, rng))
 
 
 def legal(kernel: Kernel, edits: list[Edit], seen: set[str]) -> list[Edit]:
