@@ -8,5 +8,5 @@ from .steps import (CONTRACTION_STRATEGIES, STEP_TYPES, Contraction, Decompose, 
 
 __all__ = ["MLIRFailure", "apply_script", "lower_to_llvm", "lowering_pipeline", "Script", "render", "render_module",
            "Schedule", "applicable", "check", "loop_nest", "plan", "CONTRACTION_STRATEGIES", "STEP_TYPES", "Contraction",
-           "Decompose", "Fuse", "Hoist", "Im2col", "Lanes", "Pack", "PackChannels", "Pad", "Parallel", "Peel", "ScheduleError", "Step",
-           "Tile", "Unroll", "Vectorize", "step_from_json"]
+           "Decompose", "Fuse", "Hoist", "Im2col", "Lanes", "Pack", "PackChannels", "Pad", "Parallel", "Peel",
+           "ScheduleError", "Step", "Tile", "Unroll", "Vectorize", "step_from_json"]

@@ -157,8 +157,8 @@ class Contraction(Step):
 
 
 STEP_TYPES: dict[str, type[Step]] = {t.name: t for t in
-                                     (Pad, Pack, PackChannels, Im2col, Parallel, Fuse, Tile, Lanes, Unroll, Peel, Decompose,
-                                      Vectorize, Hoist, Contraction)}
+                                     (Pad, Pack, PackChannels, Im2col, Parallel, Fuse, Tile, Lanes, Unroll, Peel,
+                                      Decompose, Vectorize, Hoist, Contraction)}
 
 
 def step_from_json(data: dict) -> Step:

@@ -10,8 +10,8 @@ from dataclasses import replace
 
 from rcompiler.kernels.base import Kernel
 from rcompiler.transforms import (CONTRACTION_STRATEGIES, Contraction, Decompose, Fuse, Hoist, Im2col, Lanes, Pack,
-                                  PackChannels, Pad, Parallel, Peel, Schedule, ScheduleError, Tile, Unroll, Vectorize, applicable, check,
-                                  loop_nest, plan)
+                                  PackChannels, Pad, Parallel, Peel, Schedule, ScheduleError, Tile, Unroll, Vectorize,
+                                  applicable, check, loop_nest, plan)
 from rcompiler.transforms.space import PACKED_NCHW_TILE_KEEPS, laid_out
 
 Edit = tuple[str, Schedule]
@@ -132,6 +132,7 @@ def block_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
     if step is None:
         return []
     _, f, _, _, c, _, _ = loop_nest(kernel).extents
+    rest = [x for x in schedule.steps if not isinstance(x, PackChannels)]
     out = []
     for i, (label, extent) in enumerate((("output", f), ("input", c))):
         size = step.sizes[i]
@@ -140,7 +141,6 @@ def block_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
             if options:
                 new = min(options, key=lambda x: abs(x - size * factor))
                 sizes = tuple(new if j == i else x for j, x in enumerate(step.sizes))
-                rest = [x for x in schedule.steps if not isinstance(x, PackChannels)]
                 out.append((f"{word} {label} channel block {size}->{new}", Schedule.of([PackChannels(sizes), *rest])))
     return out
 
@@ -189,9 +189,9 @@ def random_schedule(kernel: Kernel, rng: random.Random, threads: int = 1) -> Sch
             tiles.append(Tile(tuple(sizes), interchange))
             extents = [s if s else e for s, e in zip(sizes, extents)]
         if channels:  # its innermost tile has every loop but ow, fi and ci at 1: make the last level so
-            keep = [n in PACKED_NCHW_TILE_KEEPS for n in laid.names]
-            sizes = tuple(x if k else 1 for x, k in zip(tiles[-1].sizes if tiles else [0] * len(keep), keep))
-            tiles[-1:] = [Tile(sizes, tiles[-1].interchange if tiles else None)]
+            last = tiles.pop() if tiles else Tile((0,) * len(laid.names))
+            tiles.append(Tile(tuple(x if n in PACKED_NCHW_TILE_KEEPS else 1 for x, n in zip(last.sizes, laid.names)),
+                              last.interchange))
         lanes = bool(tiles) and applicable("lanes", kernel) and not peel and rng.random() < 0.15
         if lanes:  # the reduction left whole in the innermost tile, then split into vector lanes
             red = laid.iterators.index("reduction")

@@ -14,8 +14,8 @@ from collections import defaultdict
 
 from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
-from rcompiler.transforms import (Decompose, Hoist, Im2col, Lanes, Pack, PackChannels, Pad, Parallel, Peel, Schedule, Tile,
-                                  Vectorize, applicable, check, loop_nest)
+from rcompiler.transforms import (Decompose, Hoist, Im2col, Lanes, Pack, PackChannels, Pad, Parallel, Peel, Schedule,
+                                  Tile, Vectorize, applicable, check, loop_nest)
 
 from .context import Evaluated, Proposal, ProposalContext
 from .edits import all_edits, divisors, legal
