@@ -152,6 +152,56 @@ def test_measurements_are_keyed_by_the_codegen_version(monkeypatch):
     assert kernel.fingerprint != before
 
 
+def test_an_op_version_rekeys_only_the_payloads_holding_that_op(monkeypatch):
+    import rcompiler.codegen
+
+    matmul, softmax = get_kernel("matmul", (8, 8, 8)), kernel_from_mlir(EXP_ROWS)
+    before = matmul.fingerprint, softmax.fingerprint
+    monkeypatch.setitem(rcompiler.codegen.OP_VERSIONS, "math.exp", rcompiler.codegen.OP_VERSIONS["math.exp"] + 1)
+    assert matmul.fingerprint == before[0] and softmax.fingerprint != before[1]
+
+
+EXP_ROWS = """
+#map = affine_map<(d0, d1) -> (d0, d1)>
+func.func @exp_rows(%x: tensor<4x64xf32>) -> tensor<4x64xf32> {
+  %e = tensor.empty() : tensor<4x64xf32>
+  %y = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]}
+      ins(%x : tensor<4x64xf32>) outs(%e : tensor<4x64xf32>) {
+  ^bb0(%a: f32, %b: f32):
+    %v = math.exp %a : f32
+    linalg.yield %v : f32
+  } -> tensor<4x64xf32>
+  return %y : tensor<4x64xf32>
+}
+"""
+
+
+def test_exp_vectorizes_as_arithmetic_within_an_ulp_of_numpy():
+    """A vector math.exp would become one libm expf call per lane; it is a polynomial instead."""
+    import numpy as np
+
+    from rcompiler.jit import JitFunction
+    from rcompiler.measure.builder import build
+
+    kernel = kernel_from_mlir(EXP_ROWS)
+    schedule = Schedule.of((Tile((1, 16)), Vectorize()))
+    built = build(kernel.payload, render(schedule, kernel).text)
+    assert built.llvm_ir and "vector<16xf32>" in built.llvm_ir
+    assert "llvm.intr.exp" not in built.llvm_ir and "expf" not in built.llvm_ir
+    special = [np.inf, -np.inf, np.nan, 0.0, -0.0, 88.72, 88.73, 100.0, -87.0, -87.34, -100.0, 1e-8, 1.0, -1.0, 0.5, 0.25]
+    x = np.concatenate([np.linspace(-87, 88.7, 4 * 64 - len(special)), special]).astype(np.float32).reshape(4, 64)
+    y = np.zeros_like(x)
+    JitFunction(built.llvm_ir, kernel.func_name)(x, y)
+    exact = np.exp(x.astype(np.float64))
+    normal = np.isfinite(x) & (exact > np.finfo(np.float32).tiny) & (exact < np.finfo(np.float32).max)
+    ulps = np.abs(y[normal] - exact[normal]) / np.spacing(exact[normal].astype(np.float32))
+    assert ulps.max() <= 2, ulps.max()
+    tail = dict(zip(special, y.ravel()[-len(special):]))
+    assert tail[np.inf] == np.inf and tail[88.73] == np.inf and tail[100.0] == np.inf
+    assert tail[-np.inf] == 0 and tail[-100.0] == 0 and tail[-87.34] == 0  # below the smallest normal: 0
+    assert np.isnan(tail[np.nan])
+
+
 @pytest.mark.parametrize("steps,kernel,reason", [
     ((Tile((128, 8, 8)),), ("matmul", (64, 64, 64)), "larger than m=64"),
     ((Tile((8, 8)),), ("matmul", (64, 64, 64)), "needs 3 sizes"),
