@@ -14,8 +14,9 @@ instead, so the measurements of every other kernel stay valid.
 #    accumulators stay in registers across its reduction loops.
 VERSION = 4
 
-# 1: f32 math.exp is a polynomial that vectorizes, not one libm call per lane (transforms/fast_math.py).
-OP_VERSIONS = {"math.exp": 1}
+# math.exp 1: f32 exp is a polynomial that vectorizes, not one libm call per lane (transforms/fast_math.py).
+# erf, erfc, cbrt, asinh, acosh, atanh 1: lowered to libm calls (convert-math-to-libm); they failed to JIT.
+OP_VERSIONS = {"math.exp": 1, **{f"math.{op}": 1 for op in ("erf", "erfc", "cbrt", "asinh", "acosh", "atanh")}}
 
 
 def version(payload: str) -> str:

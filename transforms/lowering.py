@@ -19,7 +19,7 @@ CLEANUP = "canonicalize,cse,fold-memref-alias-ops,expand-strided-metadata,canoni
 PARALLEL = ("scf-forall-to-parallel,async-parallel-for{{async-dispatch=false num-workers={threads} min-task-size=1}},"
             "async-to-async-runtime,async-runtime-ref-counting,async-runtime-ref-counting-opt,convert-async-to-llvm")
 TO_LLVM = ("convert-vector-to-scf{full-unroll=true},convert-linalg-to-loops,lower-affine,"
-           "finalize-memref-to-llvm,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-llvm,"
+           "finalize-memref-to-llvm,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-llvm,convert-math-to-libm,"
            "convert-ub-to-llvm,convert-to-llvm,reconcile-unrealized-casts,canonicalize,cse")
 
 
