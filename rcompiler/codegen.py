@@ -16,7 +16,9 @@ VERSION = 4
 
 # math.exp 1: f32 exp is a polynomial that vectorizes, not one libm call per lane (transforms/fast_math.py).
 # erf, erfc, cbrt, asinh, acosh, atanh 1: lowered to libm calls (convert-math-to-libm); they failed to JIT.
-OP_VERSIONS = {"math.exp": 1, **{f"math.{op}": 1 for op in ("erf", "erfc", "cbrt", "asinh", "acosh", "atanh")}}
+# math.erf 2, math.tanh 1: f32 erf and tanh are polynomials that vectorize, not one libm call per element.
+OP_VERSIONS = {"math.exp": 1, **{f"math.{op}": 1 for op in ("erf", "erfc", "cbrt", "asinh", "acosh", "atanh")},
+               "math.erf": 2, "math.tanh": 1}
 
 
 def version(payload: str) -> str:

@@ -237,6 +237,48 @@ def test_an_onnx_model_is_imported_and_tuned_as_a_module(tmp_path):
     np.testing.assert_allclose(rcompiler.compile(str(model), result)(x), expected, rtol=1e-4, atol=1e-4)
 
 
+def _onnx_bert_ffn(path: Path) -> None:
+    """BERT's feed-forward block and pooler as torch.onnx exports them: exact GELU spelled out
+    as x * 0.5 * (1 + Erf(x / sqrt 2)), then a dense layer and Tanh."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    arrays = {"w1": 0.1 * rng.standard_normal((64, 256)), "b1": 0.1 * rng.standard_normal(256),
+              "w2": 0.1 * rng.standard_normal((256, 64)), "b2": 0.1 * rng.standard_normal(64),
+              "sqrt2": np.array(2 ** 0.5), "one": np.array(1.0), "half": np.array(0.5)}
+    weights = [numpy_helper.from_array(np.asarray(v, np.float32), name) for name, v in arrays.items()]
+    node = helper.make_node
+    nodes = [node("MatMul", ["x", "w1"], ["h"]), node("Add", ["h", "b1"], ["hb"]),
+             node("Div", ["hb", "sqrt2"], ["hs"]), node("Erf", ["hs"], ["he"]), node("Add", ["he", "one"], ["h1"]),
+             node("Mul", ["hb", "h1"], ["hm"]), node("Mul", ["hm", "half"], ["g"]),
+             node("MatMul", ["g", "w2"], ["o"]), node("Add", ["o", "b2"], ["ob"]), node("Tanh", ["ob"], ["y"])]
+    graph = helper.make_graph(nodes, "bert_ffn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [32, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [32, 64])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.mark.skipif(not __import__("rcompiler.onnx_import").onnx_import.available(),
+                    reason='needs the onnx extra: pip install -e ".[onnx]"')
+def test_gelu_and_tanh_from_an_onnx_bert_block_compile_vectorized_and_match_onnx(tmp_path):
+    """math.erf had no LLVM lowering (the module failed to JIT); erf and tanh now vectorize."""
+    import onnx.reference
+
+    from rcompiler.measure.builder import build
+
+    model = tmp_path / "bert_ffn.onnx"
+    _onnx_bert_ffn(model)
+    text = rcompiler.import_onnx(model)
+    assert "math.erf" in text and "math.tanh" in text
+    result = rcompiler.tune(str(model), budget=8, min_time=0.02, db=tmp_path / "t.db")
+    assert result.best is not None and result.best.ok and result.speedup > 1
+    built = build(result.program.kernel.payload, result.best_script)
+    assert built.llvm_ir and not any(f"@{f}(" in built.llvm_ir for f in ("erff", "tanhf", "expf"))
+    x = np.random.default_rng(2).standard_normal((32, 64)).astype(np.float32)
+    expected = onnx.reference.ReferenceEvaluator(str(model)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(rcompiler.compile(str(model), result)(x), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_an_onnx_model_without_the_extra_or_a_file_is_a_clear_error(tmp_path):
     done = subprocess.run(tune_cmd(tmp_path, str(tmp_path / "missing.onnx")), capture_output=True, text=True)
     assert done.returncode == 2 and "missing.onnx: no such file" in done.stderr

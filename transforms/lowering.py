@@ -4,7 +4,7 @@ One documented pipeline, used after every script (and alone for the naive baseli
 bufferize what is still on tensors, free what is allocated, clean up, lower
 vector/linalg/scf/memref to LLVM. `convert-ub-to-llvm` is required: the vectorizer leaves `ub.poison`.
 Multi-threaded schedules (scf.forall) go through MLIR's async runtime. Before the passes,
-f32 `math.exp` becomes arithmetic that vectorizes (`fast_math.py`).
+f32 `math.exp`, `math.erf` and `math.tanh` become arithmetic that vectorizes (`fast_math.py`).
 """
 from __future__ import annotations
 
@@ -99,8 +99,8 @@ def apply_script(module, script: str) -> None:
 def lower_to_llvm(module, threads: int = 1) -> None:
     from mlir import ir, passmanager
 
-    from .fast_math import approximate_exp
+    from .fast_math import approximate_math
 
     with collect_diagnostics(ir, "lower"):
-        approximate_exp(module)  # before math.exp becomes one libm call per vector lane
+        approximate_math(module)  # before exp, erf and tanh become one libm call per lane
         passmanager.PassManager.parse(lowering_pipeline(threads)).run(module.operation)
