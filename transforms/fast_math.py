@@ -45,7 +45,7 @@ def approximate_math(module) -> int:
     found = []
 
     def visit(op):
-        if op.name in rewrites and _element_type(op.results[0].type) == ir.F32Type.get():
+        if op.name in rewrites and _is_f32_or_f32_vector(op.results[0].type):
             found.append(op)
         return ir.WalkResult.ADVANCE
 
@@ -58,10 +58,12 @@ def approximate_math(module) -> int:
     return len(found)
 
 
-def _element_type(t):
+def _is_f32_or_f32_vector(t) -> bool:
+    """What the rewrite handles: an f32, or a vector of them (not a tensor: its elementwise
+    math is left to bufferization and the usual lowering)."""
     from mlir import ir
 
-    return t.element_type if isinstance(t, ir.ShapedType) else t
+    return (t.element_type if isinstance(t, ir.VectorType) else t) == ir.F32Type.get()
 
 
 class _Emitter:
