@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 
 from rcompiler.kernels.base import Kernel
 from rcompiler.measure import Candidate, Measurer
@@ -36,30 +37,36 @@ def numpy_seconds(kernel: Kernel, setting: str, min_time: float = 0.5) -> tuple[
     return data["seconds"], ", ".join(data["blas"])
 
 
+@dataclass
+class Timings:
+    """What `interleaved` measured, kept apart by kind."""
+    seconds: dict[str, float]  # minimum per schedule label, per "numpy (<setting>)" and per peer
+    blas: dict[str, str] = field(default_factory=dict)  # "numpy (<setting>)" -> the BLAS kernel that ran
+    peers_failed: dict[str, str] = field(default_factory=dict)  # peer -> why it failed when timed
+
+
 def interleaved(kernel: Kernel, schedules: dict[str, Schedule], measurer: Measurer, rounds: int = 3,
-                blas: tuple[str, ...] = (), strict: bool = True,
-                peers: dict[str, Peer] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+                blas: tuple[str, ...] = (), strict: bool = True, peers: dict[str, Peer] | None = None) -> Timings:
     """Minimum time of each schedule (and NumPy per BLAS setting, and each peer) over rounds
     that alternate between them, so slow drifts of a shared machine hit all alike.
     Not strict: a schedule that fails when re-measured is left out, not fatal. A peer that
-    fails when timed is dropped (from `peers` too), its reason under its name in the second dict."""
-    best: dict[str, float] = {}
-    kernels: dict[str, str] = {}
+    fails when timed is dropped (from `peers` too), with its reason in `peers_failed`."""
+    t = Timings({})
     for _ in range(rounds):
-        time_round(peers or {}, best, kernels)
+        time_round(peers or {}, t.seconds, t.peers_failed)
         for label, schedule in schedules.items():
             m = measurer.measure(Candidate(render(schedule, kernel).text, schedule.threads))
             if not m.ok:
                 if strict:
                     raise AssertionError(f"{label} failed: {m.reason}")
                 continue
-            best[label] = min(best.get(label, float("inf")), m.seconds)
+            t.seconds[label] = min(t.seconds.get(label, float("inf")), m.seconds)
         for setting in blas:
             seconds, used = numpy_seconds(kernel, setting)
             key = f"numpy ({setting})"
-            best[key] = min(best.get(key, float("inf")), seconds)
-            kernels[key] = used
-    return best, kernels
+            t.seconds[key] = min(t.seconds.get(key, float("inf")), seconds)
+            t.blas[key] = used
+    return t
 
 
 def peak_gflops(measurer: Measurer, rounds: int = 3) -> float:

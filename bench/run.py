@@ -129,11 +129,12 @@ def retime(runs: list[Run], kernels: dict, budgets, db: Database, folder: Path, 
             peak = peak_gflops(m, rounds=2)
             blas = ("as set",) if kernel.kind in ("matmul", "matmul_transpose_b", "batch_matmul",
                                                   "matmul_bias_relu") else ()
-            final, notes = interleaved(kernel, chosen, m, rounds=2, blas=blas, strict=False, peers=ready)
+            timed = interleaved(kernel, chosen, m, rounds=2, blas=blas, strict=False, peers=ready)
+            final = timed.seconds
         hw = detect()
         naive = db.baseline(kernel.fingerprint, hw.fingerprint, "naive")
-        skipped.update({k: v for k, v in notes.items() if not k.startswith("numpy")})
-        out[klabel] = {"seconds": final, "numpy_kernel": {k: v for k, v in notes.items() if k.startswith("numpy")},
+        skipped.update(timed.peers_failed)
+        out[klabel] = {"seconds": final, "numpy_kernel": timed.blas,
                        "peak_gflops": peak, "flops": kernel.flops, "naive_seconds": naive[0] if naive else None,
                        "peers": {name: {"seconds": final[name], "version": p.version, **p.info}
                                  for name, p in ready.items() if name in final},

@@ -79,13 +79,14 @@ def test_matmul_1024_reaches_75_percent_of_peak(benchmark):
     with Measurer(kernel, Limits(min_time=0.1)) as m:
         peak = peak_gflops(m)
         top = sweep(kernel, matmul_sweep(kernel), m)
-        final, blas = interleaved(kernel, {str(s): s for s in top}, m, rounds=3, blas=("as set", "unset", "Haswell"))
+        timed = interleaved(kernel, {str(s): s for s in top}, m, rounds=3, blas=("as set", "unset", "Haswell"))
+        final = timed.seconds
         peak = max(peak, peak_gflops(m))
     best_label = min((k for k in final if not k.startswith("numpy")), key=final.get)
     gflops = kernel.flops / final[best_label] / 1e9
     data = {"peak_gflops": peak, "best_gflops": gflops, "fraction_of_peak": gflops / peak, "schedule": best_label,
             **{f"speed_vs_{k}": final[k] / final[best_label] for k in final if k.startswith("numpy")},
-            "numpy_kernels": blas}
+            "numpy_kernels": timed.blas}
     record("matmul_1024", data)
     benchmark.extra_info.update(data)
     timed_call(benchmark, kernel, top[0])
@@ -97,7 +98,7 @@ def test_conv2d_56x56_reaches_75_percent_of_peak(benchmark):
     with Measurer(kernel, Limits(min_time=0.1)) as m:
         peak = peak_gflops(m)
         top = sweep(kernel, conv_sweep(kernel), m)
-        final, _ = interleaved(kernel, {str(s): s for s in top}, m, rounds=3)
+        final = interleaved(kernel, {str(s): s for s in top}, m, rounds=3).seconds
         peak = max(peak, peak_gflops(m))
     best_label = min(final, key=final.get)
     gflops = kernel.flops / final[best_label] / 1e9
@@ -116,14 +117,15 @@ def test_two_threads_are_19x_the_best_single_thread_matmul_1024(benchmark, tmp_p
     with Measurer(kernel, Limits(min_time=0.1)) as m:
         single = sweep(kernel, matmul_sweep(kernel), m, keep=1)[0]
         parallel = [s for s in (single.then(Parallel(2, loop)) for loop in (0, 1)) if check(s, kernel) is None]
-        final, notes = interleaved(kernel, {"single": single, **{f"parallel{i}": p for i, p in enumerate(parallel)}},
-                                   m, rounds=3, peers=others)
+        timed = interleaved(kernel, {"single": single, **{f"parallel{i}": p for i, p in enumerate(parallel)}},
+                            m, rounds=3, peers=others)
+        final = timed.seconds
     best_parallel = min(v for k, v in final.items() if k.startswith("parallel"))
     data = {"single_thread": str(single), "single_seconds": final["single"], "two_thread_seconds": best_parallel,
             "speedup": final["single"] / best_parallel,
             "two_thread_gflops": {"rcompiler": kernel.flops / best_parallel / 1e9,
                                   **{k: kernel.flops / final[k] / 1e9 for k in others if k in final}},
-            "peers_skipped": {**skipped, **notes}}
+            "peers_skipped": {**skipped, **timed.peers_failed}}
     record("matmul_1024_threads", data)
     benchmark.extra_info.update(data)
     timed_call(benchmark, kernel, parallel[0], threads=2)
@@ -142,7 +144,7 @@ def test_tune_budget_64_reaches_60_percent_of_peak(benchmark, tmp_path):
     r = result["r"]
     with Measurer(kernel, Limits(min_time=0.1)) as m:
         peak = peak_gflops(m)
-        final, _ = interleaved(kernel, {"best": r.best.schedule}, m, rounds=3)
+        final = interleaved(kernel, {"best": r.best.schedule}, m, rounds=3).seconds
     gflops = kernel.flops / final["best"] / 1e9
     data = {"peak_gflops": peak, "best_gflops": gflops, "fraction_of_peak": gflops / peak,
             "schedule": str(r.best.schedule), "best_sample": r.best.seq + 1, "samples": len(r.samples)}

@@ -38,7 +38,19 @@ def blocks(torch):
             return torch.relu(F.conv2d(h, w2, b2, padding=1) + x)
         return fn, (x, w1, b1, w2, b2)
 
-    return {"llama_mlp": llama_mlp, "llama_attention": llama_attention, "resnet_block": resnet_block}
+    def bert_ffn(tokens=128, hidden=768, inner=3072, eps=1e-12):
+        x = torch.randn(tokens, hidden)
+        w1, b1 = torch.randn(inner, hidden) * 0.05, torch.randn(inner)
+        w2, b2 = torch.randn(hidden, inner) * 0.05, torch.randn(hidden)
+        gamma, beta = torch.randn(hidden), torch.randn(hidden)
+
+        def fn(x, w1, b1, w2, b2, gamma, beta):
+            h = F.gelu(F.linear(x, w1, b1))  # exact (erf) GELU, PyTorch's default
+            return F.layer_norm(x + F.linear(h, w2, b2), (hidden,), gamma, beta, eps)
+        return fn, (x, w1, b1, w2, b2, gamma, beta)
+
+    return {"llama_mlp": llama_mlp, "llama_attention": llama_attention, "resnet_block": resnet_block,
+            "bert_ffn": bert_ffn}
 
 
 def kernels(torch):

@@ -97,10 +97,10 @@ class Kernel:
     def fingerprint(self) -> str:
         """Stable across machines: a hash of the payload text, its ABI and the version of the code
         schedules compile to (rcompiler.codegen)."""
-        from rcompiler.codegen import VERSION
+        from rcompiler.codegen import version
 
         text = self.payload + "|" + self.func_name + "|" + repr([(a.shape, a.dtype, a.is_output) for a in self.args])
-        text += f"|codegen {VERSION}"
+        text += f"|codegen {version(self.payload)}"
         text += "|cold" if self.cold_cache else ""  # measured differently: its own measurements
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -11,6 +11,7 @@ from typing import Callable
 
 ID2 = "affine_map<(d0, d1) -> (d0, d1)>"
 ROW = "affine_map<(d0, d1) -> (d0)>"
+COL = "affine_map<(d0, d1) -> (d1)>"
 ID4 = "affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>"
 
 
@@ -116,6 +117,41 @@ def llama_attention(tokens: int = 128, hidden: int = 512) -> str:
                       res, _t(tokens, hidden))
 
 
+def bert_ffn(tokens: int = 128, hidden: int = 768, inner: int = 3072, eps: float = 1e-12) -> str:
+    """BERT-base's feed-forward sub-block, one generic per framework op as torch-mlir emits it:
+    Linear + bias, exact GELU (x/2 * (1 + erf(x / sqrt 2))), Linear + bias, the residual, then
+    LayerNorm over the hidden dim (mean and variance as row reductions, rsqrt, scale, shift)."""
+    b = _Body()
+    rows, wide = _t(tokens, hidden), _t(tokens, inner)
+    h = b.matmul("%x", "%w1", tokens, hidden, inner, transpose_b=True)
+    hb = b.generic([(h, wide, ID2), ("%b1", _t(inner), COL)], (tokens, inner), ["%y = arith.addf %a0, %a1 : f32"])
+    gelu = b.generic([(hb, wide, ID2)], (tokens, inner),
+                     ["%r = arith.constant 0.707106769 : f32", "%s = arith.mulf %a0, %r : f32",
+                      "%e = math.erf %s : f32", "%one = arith.constant 1.0 : f32", "%p = arith.addf %e, %one : f32",
+                      "%half = arith.constant 0.5 : f32", "%h = arith.mulf %a0, %half : f32",
+                      "%y = arith.mulf %h, %p : f32"])
+    o = b.matmul(gelu, "%w2", tokens, inner, hidden, transpose_b=True)
+    ob = b.generic([(o, rows, ID2), ("%b2", _t(hidden), COL)], (tokens, hidden), ["%y = arith.addf %a0, %a1 : f32"])
+    res = b.generic([(ob, rows, ID2), ("%x", rows, ID2)], (tokens, hidden), ["%y = arith.addf %a0, %a1 : f32"])
+    row_sum = b.generic([(res, rows, ID2)], (tokens,), ["%y = arith.addf %a0, %acc : f32"],
+                        '"parallel", "reduction"', ROW, b.zeros(tokens))
+    centered = b.generic([(res, rows, ID2), (row_sum, _t(tokens), ROW)], (tokens, hidden),
+                         [f"%n = arith.constant {hidden}.0 : f32", "%m = arith.divf %a1, %n : f32",
+                          "%y = arith.subf %a0, %m : f32"])
+    squares = b.generic([(centered, rows, ID2)], (tokens,), ["%q = arith.mulf %a0, %a0 : f32",
+                                                             "%y = arith.addf %q, %acc : f32"],
+                        '"parallel", "reduction"', ROW, b.zeros(tokens))
+    normed = b.generic([(centered, rows, ID2), (squares, _t(tokens), ROW), ("%gamma", _t(hidden), COL),
+                        ("%beta", _t(hidden), COL)], (tokens, hidden),
+                       [f"%n = arith.constant {hidden}.0 : f32", "%v = arith.divf %a1, %n : f32",
+                        f"%eps = arith.constant {eps:e} : f32", "%ve = arith.addf %v, %eps : f32",
+                        "%rs = math.rsqrt %ve : f32", "%c = arith.mulf %a0, %rs : f32",
+                        "%g = arith.mulf %c, %a2 : f32", "%y = arith.addf %g, %a3 : f32"])
+    return b.function("bert_ffn", [("x", rows), ("w1", _t(inner, hidden)), ("b1", _t(inner)),
+                                   ("w2", _t(hidden, inner)), ("b2", _t(hidden)), ("gamma", _t(hidden)),
+                                   ("beta", _t(hidden))], normed, rows)
+
+
 def resnet_block(channels: int = 64, size: int = 28) -> str:
     """ResNet basic block in NCHW: conv 3x3 (pad 1) + bias, ReLU, conv 3x3 + bias, residual add,
     ReLU; each conv pads its input with tensor.pad and starts from a broadcast of its bias."""
@@ -161,6 +197,8 @@ MODELS: dict[str, ModelEntry] = {
                                        "projection (32 tokens, hidden 1024, inner 2816)"),
     "llama_attention": ModelEntry(llama_attention, "attention block: Q, K, V projections, scores, scale, softmax, "
                                                    "weighted sum, output projection, residual (128 tokens, width 512)"),
+    "bert_ffn": ModelEntry(bert_ffn, "BERT-base feed-forward sub-block: Linear + bias, exact GELU (erf), Linear + "
+                                     "bias, residual, LayerNorm (128 tokens, hidden 768, inner 3072)"),
     "resnet_block": ModelEntry(resnet_block, "ResNet basic block in NCHW: conv+bias, ReLU, conv+bias, residual, "
                                              "ReLU (64 channels, 28x28)"),
 }

@@ -3,6 +3,8 @@
 Measurements are stored under the kernel's fingerprint, which includes this version: bump it
 whenever rendering or lowering changes the code a schedule produces, so a database never
 replays a timing of code that is no longer generated (its old studies stay, unused).
+A change that only touches payloads holding some op bumps that op's entry in OP_VERSIONS
+instead, so the measurements of every other kernel stay valid.
 """
 
 # 2: multiply-add pairs carry the contract flag, so LLVM fuses them into FMAs.
@@ -11,3 +13,15 @@ replays a timing of code that is no longer generated (its old studies stay, unus
 # 4: leading unit dims are cast away from every vector before hoisting, so a decomposed conv's
 #    accumulators stay in registers across its reduction loops.
 VERSION = 4
+
+# math.exp 1: f32 exp is a polynomial that vectorizes, not one libm call per lane (transforms/fast_math.py).
+# erf, erfc, cbrt, asinh, acosh, atanh 1: lowered to libm calls (convert-math-to-libm); they failed to JIT.
+# math.erf 2, math.tanh 1: f32 erf and tanh are polynomials that vectorize, not one libm call per element.
+OP_VERSIONS = {"math.exp": 1, **{f"math.{op}": 1 for op in ("erf", "erfc", "cbrt", "asinh", "acosh", "atanh")},
+               "math.erf": 2, "math.tanh": 1}
+
+
+def version(payload: str) -> str:
+    """The codegen version of this payload: VERSION, plus the version of each op it holds
+    whose code generation changed on its own."""
+    return str(VERSION) + "".join(f"+{op} {v}" for op, v in OP_VERSIONS.items() if op in payload)

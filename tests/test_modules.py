@@ -17,7 +17,7 @@ import rcompiler
 from mlir_snippets import matmul_on_tensors
 from rcompiler.jit import mlir_tool
 from rcompiler.kernels import KernelError, kernel_from_mlir
-from rcompiler.kernels.models import resnet_block
+from rcompiler.kernels.models import bert_ffn, resnet_block
 from rcompiler.kernels.module import load_program
 from rcompiler.search.task_scheduler import TaskScheduler
 
@@ -51,8 +51,12 @@ def test_the_frontend_mlp_is_tuned_verified_and_reproducible_with_mlir_opt(tmp_p
     report = json.loads((out / "report.json").read_text())
     assert report["samples_done"] == 8 and report["best_speedup"] > 1
     assert [t["status"] for t in report["tasks"]] == ["in the program"] * 2
-    # Shares come from timings taken apart (each task alone, the module whole): estimates near 1.
-    assert 0.5 < sum(t["share_before"] for t in report["tasks"]) < 1.25
+    # A share is the task's time (weight x its naive time alone) over the module's naive time end to
+    # end. They are timed apart, so on a loaded machine the sum strays from 1 (0.24 was seen next
+    # to a benchmark); the bounds only catch a wrong unit or scale (1000x).
+    for t in report["tasks"]:
+        assert t["share_before"] == pytest.approx(t["weight"] * t["naive_seconds"] / report["naive_seconds"])
+    assert 0.1 < sum(t["share_before"] for t in report["tasks"]) < 10
     applied = subprocess.run([mlir_tool("mlir-opt"), str(out / "payload.mlir"),
                               f"--transform-preload-library=transform-library-paths={out / 'best.mlir'}",
                               "--transform-interpreter"], capture_output=True, text=True)
@@ -76,6 +80,27 @@ def test_the_attention_module_with_softmax_and_a_transpose(tmp_path):
     p = np.exp(s - s.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     np.testing.assert_allclose(fn(x, wq, wk, wv, wo), (p @ v) @ wo + x, rtol=1e-4, atol=1e-4)
+
+
+def test_a_bert_feed_forward_block_with_gelu_and_layer_norm_matches_numpy(tmp_path):
+    """Exact GELU (math.erf), row reductions and rsqrt for LayerNorm: tuned, composed, and checked
+    against float64 NumPy (the module's own reference is its naive lowering, which shares our math)."""
+    import math
+
+    path = tmp_path / "bert_ffn.mlir"
+    path.write_text(bert_ffn(tokens=16, hidden=64, inner=128))
+    result = rcompiler.tune(str(path), budget=16, min_time=0.02, db=tmp_path / "t.db")
+    assert result.best is not None and result.best.ok and result.speedup > 1
+    assert all(o.task.key in result.parts for o in result.tasks)  # every task scheduled, none left naive
+    rng = np.random.default_rng(3)
+    x, w1, b1, w2, b2, gamma, beta = (rng.standard_normal(s).astype(np.float32)
+                                      for s in ((16, 64), (128, 64), (128,), (64, 128), (64,), (64,), (64,)))
+    h = x.astype(np.float64) @ w1.T / 8 + b1
+    h = h / 2 * (1 + np.vectorize(math.erf)(h / 2 ** 0.5))
+    r = x + h @ w2.T + b2
+    expected = (r - r.mean(1, keepdims=True)) / np.sqrt(r.var(1, keepdims=True) + 1e-12) * gamma + beta
+    got = rcompiler.compile(str(path), result)(x, w1 / 8, b1, w2, b2, gamma, beta)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_a_resnet_style_block_in_nchw(tmp_path):
@@ -231,6 +256,48 @@ def test_an_onnx_model_is_imported_and_tuned_as_a_module(tmp_path):
     x = np.random.default_rng(2).standard_normal((16, 32)).astype(np.float32)
     expected = onnx.reference.ReferenceEvaluator(str(model)).run(None, {"x": x})[0]
     np.testing.assert_allclose(rcompiler.compile(str(model), result)(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def _onnx_bert_ffn(path: Path) -> None:
+    """BERT's feed-forward block and pooler as torch.onnx exports them: exact GELU spelled out
+    as x * 0.5 * (1 + Erf(x / sqrt 2)), then a dense layer and Tanh."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    arrays = {"w1": 0.1 * rng.standard_normal((64, 256)), "b1": 0.1 * rng.standard_normal(256),
+              "w2": 0.1 * rng.standard_normal((256, 64)), "b2": 0.1 * rng.standard_normal(64),
+              "sqrt2": np.array(2 ** 0.5), "one": np.array(1.0), "half": np.array(0.5)}
+    weights = [numpy_helper.from_array(np.asarray(v, np.float32), name) for name, v in arrays.items()]
+    node = helper.make_node
+    nodes = [node("MatMul", ["x", "w1"], ["h"]), node("Add", ["h", "b1"], ["hb"]),
+             node("Div", ["hb", "sqrt2"], ["hs"]), node("Erf", ["hs"], ["he"]), node("Add", ["he", "one"], ["h1"]),
+             node("Mul", ["hb", "h1"], ["hm"]), node("Mul", ["hm", "half"], ["g"]),
+             node("MatMul", ["g", "w2"], ["o"]), node("Add", ["o", "b2"], ["ob"]), node("Tanh", ["ob"], ["y"])]
+    graph = helper.make_graph(nodes, "bert_ffn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [32, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [32, 64])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.mark.skipif(not __import__("rcompiler.onnx_import").onnx_import.available(),
+                    reason='needs the onnx extra: pip install -e ".[onnx]"')
+def test_gelu_and_tanh_from_an_onnx_bert_block_compile_vectorized_and_match_onnx(tmp_path):
+    """math.erf had no LLVM lowering (the module failed to JIT); erf and tanh now vectorize."""
+    import onnx.reference
+
+    from rcompiler.measure.builder import build
+
+    model = tmp_path / "bert_ffn.onnx"
+    _onnx_bert_ffn(model)
+    text = rcompiler.import_onnx(model)
+    assert "math.erf" in text and "math.tanh" in text
+    result = rcompiler.tune(str(model), budget=8, min_time=0.02, db=tmp_path / "t.db")
+    assert result.best is not None and result.best.ok and result.speedup > 1
+    built = build(result.program.kernel.payload, result.best_script)
+    assert built.llvm_ir and not any(f"@{f}(" in built.llvm_ir for f in ("erff", "tanhf", "expf"))
+    x = np.random.default_rng(2).standard_normal((32, 64)).astype(np.float32)
+    expected = onnx.reference.ReferenceEvaluator(str(model)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(rcompiler.compile(str(model), result)(x), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_an_onnx_model_without_the_extra_or_a_file_is_a_clear_error(tmp_path):

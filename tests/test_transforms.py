@@ -1,8 +1,10 @@
 """The vocabulary: every step applies and verifies, illegal parameters are refused with a
 reason, schedules are canonical, and rendered scripts run in upstream mlir-opt."""
+import math
 import subprocess
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
 from rcompiler.jit import mlir_tool
@@ -150,6 +152,95 @@ def test_measurements_are_keyed_by_the_codegen_version(monkeypatch):
     before = kernel.fingerprint
     monkeypatch.setattr(rcompiler.codegen, "VERSION", rcompiler.codegen.VERSION + 1)
     assert kernel.fingerprint != before
+
+
+def test_an_op_version_rekeys_only_the_payloads_holding_that_op(monkeypatch):
+    import rcompiler.codegen
+
+    matmul, softmax = get_kernel("matmul", (8, 8, 8)), kernel_from_mlir(EXP_ROWS)
+    before = matmul.fingerprint, softmax.fingerprint
+    monkeypatch.setitem(rcompiler.codegen.OP_VERSIONS, "math.exp", rcompiler.codegen.OP_VERSIONS["math.exp"] + 1)
+    assert matmul.fingerprint == before[0] and softmax.fingerprint != before[1]
+
+
+def unary_rows(op: str, rows: int = 4, cols: int = 64) -> str:
+    """A frontend's elementwise op: math.<op> over a rows x cols tensor."""
+    t = f"tensor<{rows}x{cols}xf32>"
+    return f"""
+#map = affine_map<(d0, d1) -> (d0, d1)>
+func.func @{op}_rows(%x: {t}) -> {t} {{
+  %e = tensor.empty() : {t}
+  %y = linalg.generic {{indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]}}
+      ins(%x : {t}) outs(%e : {t}) {{
+  ^bb0(%a: f32, %b: f32):
+    %v = math.{op} %a : f32
+    linalg.yield %v : f32
+  }} -> {t}
+  return %y : {t}
+}}
+"""
+
+
+EXP_ROWS = unary_rows("exp")
+
+
+@pytest.mark.parametrize("op,reference", [("erf", math.erf), ("erfc", math.erfc), ("cbrt", np.cbrt),
+                                          ("asinh", math.asinh), ("atanh", math.atanh), ("acosh", math.acosh)])
+def test_math_ops_llvm_has_no_intrinsic_for_compile_to_libm_calls(op, reference):
+    """GELU's erf (torch-mlir's nn.GELU, ONNX Erf) failed to JIT: convert-math-to-llvm leaves it."""
+    from rcompiler.jit import JitFunction
+    from rcompiler.measure.builder import build
+
+    kernel = kernel_from_mlir(unary_rows(op))
+    built = build(kernel.payload, None)
+    assert built.llvm_ir, built.reason
+    x = np.linspace(0.05, 0.95, 4 * 64, dtype=np.float32).reshape(4, 64) + (1 if op == "acosh" else 0)
+    y = np.zeros_like(x)
+    JitFunction(built.llvm_ir, kernel.func_name)(x, y)
+    np.testing.assert_allclose(y, np.vectorize(reference)(x.astype(np.float64)), rtol=1e-6)
+
+
+# op: (range of the dense sweep, special inputs and what they give)
+FAST_MATH = {
+    "exp": (87, {np.inf: np.inf, -np.inf: 0, 88.73: np.inf, 100.0: np.inf, -87.34: 0, -100.0: 0, 0.0: 1}),
+    "erf": (6, {np.inf: 1, -np.inf: -1, 4.0: 1, -9.0: -1, 0.0: 0, 1e-30: 1.1283791670955126e-30}),
+    "tanh": (12, {np.inf: 1, -np.inf: -1, 50.0: 1, -50.0: -1, 0.0: 0, 1e-30: 1e-30}),
+}
+
+
+@pytest.mark.parametrize("op", FAST_MATH)
+def test_exp_erf_and_tanh_vectorize_as_arithmetic_within_3_ulp(op):
+    """A vector exp becomes one libm call per lane, erf and tanh one per element (12 ns each:
+    a GELU cost as much as its matmul); fast_math rewrites them as polynomials."""
+    from rcompiler.jit import JitFunction
+    from rcompiler.measure.builder import build
+
+    reference = {"exp": np.exp, "erf": np.vectorize(math.erf), "tanh": np.tanh}[op]
+    width, special = FAST_MATH[op]
+    kernel = kernel_from_mlir(unary_rows(op, 8, 1024))
+    built = build(kernel.payload, render(Schedule.of((Tile((1, 16)), Vectorize())), kernel).text)
+    assert built.llvm_ir and "vector<16xf32>" in built.llvm_ir
+    calls = {line.split("@")[1].split("(")[0] for line in built.llvm_ir.splitlines() if "llvm.call @" in line}
+    assert calls <= {"malloc", "free", kernel.func_name} and f"llvm.intr.{op}" not in built.llvm_ir, calls
+    sweep = np.concatenate([np.linspace(-width, width, 4096), np.geomspace(1e-30, width, 2048),
+                            -np.geomspace(1e-30, width, 2048 - len(special) - 1)])
+    x = np.concatenate([sweep, list(special), [np.nan]]).astype(np.float32).reshape(8, 1024)
+    y = np.zeros_like(x)
+    JitFunction(built.llvm_ir, kernel.func_name)(x, y)
+    exact = reference(x.astype(np.float64))
+    normal = np.isfinite(x) & (np.abs(exact) > np.finfo(np.float32).tiny) & (np.abs(exact) < np.finfo(np.float32).max)
+    ulps = np.abs(y[normal] - exact[normal]) / np.spacing(np.abs(exact[normal]).astype(np.float32))
+    assert ulps.max() <= 3, (ulps.max(), x[normal][ulps.argmax()])
+    got = y.ravel()[-len(special) - 1:]
+    np.testing.assert_allclose(got[:-1], np.float32(list(special.values())), rtol=4e-7)  # 3 ulp
+    assert np.isnan(got[-1])  # NaN in, NaN out
+
+
+def test_fast_math_coefficients_are_the_fits_they_claim_to_be():
+    from rcompiler.transforms import fast_math
+
+    for name, values in fast_math.fit().items():
+        assert getattr(fast_math, name) == pytest.approx(values, rel=1e-6), name
 
 
 @pytest.mark.parametrize("steps,kernel,reason", [

@@ -3,7 +3,8 @@
 One documented pipeline, used after every script (and alone for the naive baseline):
 bufferize what is still on tensors, free what is allocated, clean up, lower
 vector/linalg/scf/memref to LLVM. `convert-ub-to-llvm` is required: the vectorizer leaves `ub.poison`.
-Multi-threaded schedules (scf.forall) go through MLIR's async runtime.
+Multi-threaded schedules (scf.forall) go through MLIR's async runtime. Before the passes,
+f32 `math.exp`, `math.erf` and `math.tanh` become arithmetic that vectorizes (`fast_math.py`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ CLEANUP = "canonicalize,cse,fold-memref-alias-ops,expand-strided-metadata,canoni
 PARALLEL = ("scf-forall-to-parallel,async-parallel-for{{async-dispatch=false num-workers={threads} min-task-size=1}},"
             "async-to-async-runtime,async-runtime-ref-counting,async-runtime-ref-counting-opt,convert-async-to-llvm")
 TO_LLVM = ("convert-vector-to-scf{full-unroll=true},convert-linalg-to-loops,lower-affine,"
-           "finalize-memref-to-llvm,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-llvm,"
+           "finalize-memref-to-llvm,convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-llvm,convert-math-to-libm,"
            "convert-ub-to-llvm,convert-to-llvm,reconcile-unrealized-casts,canonicalize,cse")
 
 
@@ -98,5 +99,8 @@ def apply_script(module, script: str) -> None:
 def lower_to_llvm(module, threads: int = 1) -> None:
     from mlir import ir, passmanager
 
+    from .fast_math import approximate_math
+
     with collect_diagnostics(ir, "lower"):
+        approximate_math(module)  # before exp, erf and tanh become one libm call per lane
         passmanager.PassManager.parse(lowering_pipeline(threads)).run(module.operation)

@@ -13,7 +13,7 @@ from rcompiler.kernels.base import Kernel
 from rcompiler.kernels.structure import OpInfo
 
 from .schedule import Schedule
-from .steps import CONTRACTION_STRATEGIES, ScheduleError
+from .steps import CONTRACTION_STRATEGIES, ScheduleError, Tile
 
 LOOP_NAMES = {
     "linalg.matmul": ("m", "n", "k"),
@@ -26,6 +26,13 @@ CONVS = ("linalg.conv_2d_nhwc_hwcf", NCHW)
 # pack_channels: loops of the packed NCHW conv, and those its innermost tile must leave whole
 PACKED_NCHW = ("n", "fo", "oh", "ow", "co", "kh", "kw", "fi", "ci")
 PACKED_NCHW_TILE_KEEPS = ("ow", "fi", "ci")
+
+
+def packed_nchw_tile(ow: int) -> Tile:
+    """A pack_channels schedule's innermost tile: ow pixels by whole channel blocks, every other loop 1."""
+    return Tile(tuple(ow if n == "ow" else 0 if n in PACKED_NCHW_TILE_KEEPS else 1 for n in PACKED_NCHW))
+
+
 CONTRACTIONS = ("linalg.matmul", "linalg.batch_matmul")
 MAX_VECTOR_ELEMENTS = 1 << 14  # a register tile, not a whole matrix: bigger vectors blow up compile time
 MAX_THREADS = 64

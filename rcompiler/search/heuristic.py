@@ -16,6 +16,7 @@ from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
 from rcompiler.transforms import (Decompose, Hoist, Im2col, Lanes, Pack, PackChannels, Pad, Parallel, Peel, Schedule,
                                   Tile, Vectorize, applicable, check, loop_nest)
+from rcompiler.transforms.space import packed_nchw_tile
 
 from .context import Evaluated, Proposal, ProposalContext
 from .edits import all_edits, divisors, legal
@@ -311,7 +312,7 @@ class HeuristicProposer:
             cb = cb if c % cb == 0 else snap(c, cb)
             ideas.append((f"pack channels into NCHWc blocks ({lanes} output, {cb} input channels), then a "
                           f"{wr}-pixel x {lanes}-channel register tile read in place (no im2col copy)",
-                          Schedule.of([PackChannels((lanes, cb)), Tile((1, 1, 1, wr, 1, 1, 1, 0, 0)),
+                          Schedule.of([PackChannels((lanes, cb)), packed_nchw_tile(wr),
                                        Vectorize(), Hoist()])))
         return ideas
 
