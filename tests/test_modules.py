@@ -91,7 +91,9 @@ def test_a_bert_feed_forward_block_with_gelu_and_layer_norm_matches_numpy(tmp_pa
     path.write_text(bert_ffn(tokens=16, hidden=64, inner=128))
     result = rcompiler.tune(str(path), budget=16, min_time=0.02, db=tmp_path / "t.db")
     assert result.best is not None and result.best.ok and result.speedup > 1
-    assert all(o.task.key in result.parts for o in result.tasks)  # every task scheduled, none left naive
+    # every task scheduled, or left naive only because its best did not beat the naive lowering
+    assert all(o.task.key in result.parts or result.dropped[o.task.key].startswith("no faster")
+               for o in result.tasks), result.dropped
     rng = np.random.default_rng(3)
     x, w1, b1, w2, b2, gamma, beta = (rng.standard_normal(s).astype(np.float32)
                                       for s in ((16, 64), (128, 64), (128,), (64, 128), (64,), (64,), (64,)))
@@ -183,6 +185,24 @@ def test_a_task_that_cannot_be_scheduled_lowers_naively_and_the_rest_is_tuned(tm
     result = rcompiler.tune(UNSCHEDULABLE, budget=4, min_time=0.02, db=tmp_path / "t.db")
     assert len(result.tasks) == 1 and list(result.parts) == [program.tasks[0].key]
     assert result.best.ok and result.speedup > 1
+
+
+def test_a_task_whose_best_loses_to_its_naive_lowering_is_left_naive(tmp_path):
+    from rcompiler.db import Database
+    from rcompiler.measure import Limits
+    from rcompiler.search.module_tuner import ModuleTuner
+    from rcompiler.search.tuner import TuneConfig
+
+    tuner = ModuleTuner(load_program(MLP.read_text()), TuneConfig(budget=8, limits=Limits(min_time=0.02)),
+                        Database(tmp_path / "t.db"))
+    result = tuner.run()
+    first, second = (o.task.key for o in result.tasks)
+    assert set(result.parts) == {first, second}, result.dropped
+    # The vectorized SiLU of a Llama MLP once timed 0.083 ms against 0.078 naive: as if that happened here
+    tuner.tuners[0].naive_seconds = tuner.tuners[0].best_seconds
+    tuner._compose_and_measure(result)
+    assert list(result.parts) == [second] and result.best.ok
+    assert result.dropped[first].startswith("no faster than its naive lowering")
 
 
 def test_a_killed_module_run_resumes_with_nothing_measured_twice(tmp_path):

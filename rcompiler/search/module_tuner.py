@@ -192,6 +192,11 @@ class ModuleTuner:
         the whole fails, tasks are added one at a time, most gain first, keeping what works."""
         best = {o.task.key: t.best_schedule_so_far() for o, t in zip(self.outcomes, self.tuners)}
         best = {k: s for k, s in best.items() if s is not None}
+        for o, t in zip(self.outcomes, self.tuners):  # a schedule that loses to the naive lowering is left out
+            if o.task.key in best and t.best_seconds and t.naive_seconds and t.best_seconds >= t.naive_seconds:
+                del best[o.task.key]
+                result.dropped[o.task.key] = (f"no faster than its naive lowering ({t.best_seconds * 1e3:.3g} ms "
+                                              f"vs {t.naive_seconds * 1e3:.3g} ms)")
         limits = self.tuners[0].limits if self.tuners else self.config.limits
         with self.backend.measurer(self.program.original, limits) as original:
             reference = original.reference()
