@@ -4,7 +4,8 @@ Measurements are stored under the kernel's fingerprint, which includes this vers
 whenever rendering or lowering changes the code a schedule produces, so a database never
 replays a timing of code that is no longer generated (its old studies stay, unused).
 A change that only touches payloads holding some op bumps that op's entry in OP_VERSIONS
-instead, so the measurements of every other kernel stay valid.
+instead (a text the payload holds: an op name, or a generic's "reduction" iterator), so the
+measurements of every other kernel stay valid.
 """
 
 # 2: multiply-add pairs carry the contract flag, so LLVM fuses them into FMAs.
@@ -18,7 +19,9 @@ VERSION = 4
 # erf, erfc, cbrt, asinh, acosh, atanh 1: lowered to libm calls (convert-math-to-libm); they failed to JIT.
 # math.erf 2, math.tanh 1: f32 erf and tanh are polynomials that vectorize, not one libm call per element.
 OP_VERSIONS = {"math.exp": 1, **{f"math.{op}": 1 for op in ("erf", "erfc", "cbrt", "asinh", "acosh", "atanh")},
-               "math.erf": 2, "math.tanh": 1}
+               "math.erf": 2, "math.tanh": 1,
+               # a generic reduction (its iterator list) 1: its lane reductions are reassociated
+               '"reduction"': 1}
 
 
 def version(payload: str) -> str:

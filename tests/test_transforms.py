@@ -236,6 +236,40 @@ def test_exp_erf_and_tanh_vectorize_as_arithmetic_within_3_ulp(op):
     assert np.isnan(got[-1])  # NaN in, NaN out
 
 
+ROW_SUMS = """
+func.func @row_sums(%x: tensor<8x768xf32>) -> tensor<8xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<8xf32>
+  %init = linalg.fill ins(%zero : f32) outs(%e : tensor<8xf32>) -> tensor<8xf32>
+  %s = linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0)>],
+                       iterator_types = ["parallel", "reduction"]} ins(%x : tensor<8x768xf32>) outs(%init : tensor<8xf32>) {
+  ^bb0(%a: f32, %acc: f32):
+    %y = arith.addf %a, %acc : f32
+    linalg.yield %y : f32
+  } -> tensor<8xf32>
+  return %s : tensor<8xf32>
+}
+"""
+
+
+def test_a_row_reduction_sums_its_lanes_as_a_tree_and_stays_exact_enough():
+    """LayerNorm and softmax row sums: an ordered llvm.vector.reduce.fadd is 16 dependent adds per
+    tile (the LayerNorm tasks of a BERT block ran no faster than naive); reassoc lets LLVM add a tree."""
+    from rcompiler.jit import JitFunction
+    from rcompiler.measure.builder import build
+
+    kernel = kernel_from_mlir(ROW_SUMS)
+    built = build(kernel.payload, render(Schedule.of((Tile((4, 32)), Vectorize(), Hoist())), kernel).text)
+    reductions = [line for line in built.llvm_ir.splitlines() if "vector.reduce.fadd" in line]
+    assert reductions and all("reassoc" in line for line in reductions), reductions
+    x = np.random.default_rng(0).standard_normal((8, 768)).astype(np.float32)
+    y = np.zeros(8, np.float32)
+    JitFunction(built.llvm_ir, kernel.func_name)(x, y)
+    np.testing.assert_allclose(y, x.astype(np.float64).sum(1), rtol=1e-5, atol=1e-4)
+    matmul = get_kernel("matmul", (64, 64, 64))  # contractions keep their ordered lowering
+    assert "reassoc" not in render(Schedule.of((Tile((8, 32, 1)), Vectorize(), Hoist())), matmul).text
+
+
 def test_fast_math_coefficients_are_the_fits_they_claim_to_be():
     from rcompiler.transforms import fast_math
 

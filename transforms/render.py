@@ -227,7 +227,8 @@ def render_scoped(w: "_Writer", schedule: Schedule, kernel: Kernel, scope: str, 
     if channels:
         _vectorize_packed_tile(w, schedule, scope, func)
     _vectorize(w, schedule, func, len(kernel.outputs[0].shape))
-    return lambda bfunc: _after_bufferize(w, schedule, bfunc)
+    reassociate = any(op.name == "linalg.generic" and "reduction" in op.iterators for op in ops)
+    return lambda bfunc: _after_bufferize(w, schedule, bfunc, reassociate)
 
 
 def _label(schedule: Schedule, name: str, nth: int = 0) -> str:
@@ -439,8 +440,10 @@ def _pad_by_rows(w: _Writer, pads: str, rank: int) -> None:
         w(f"transform.structured.vectorize {tiled} : {ANY}")
 
 
-def _after_bufferize(w: _Writer, schedule: Schedule, bfunc: str) -> None:
-    """On buffers: fold aliases, hoist redundant transfers, lower contractions and transfers."""
+def _after_bufferize(w: _Writer, schedule: Schedule, bfunc: str, reassociate: bool = False) -> None:
+    """On buffers: fold aliases, hoist redundant transfers, lower contractions and transfers.
+    `reassociate`: the kernel has a generic reduction (a softmax or LayerNorm row sum), whose
+    lane reductions may be summed in any order."""
     vectorize, hoist = schedule.has("vectorize"), schedule.has("hoist")
     strategy = schedule.get("contraction").strategy if schedule.has("contraction") else "outerproduct"
     w.owner = "bufferize"
@@ -484,3 +487,8 @@ def _after_bufferize(w: _Writer, schedule: Schedule, bfunc: str) -> None:
     w(f"{contract} = transform.param.constant #arith.fastmath<contract> -> !transform.any_param")
     w(f"{arith} = transform.structured.match ops{{[\"arith.mulf\", \"arith.addf\"]}} in {final} : ({ANY}) -> {ANY}")
     w(f"transform.annotate {arith} \"fastmath\" = {contract} : {ANY}, !transform.any_param")
+    if reassociate:  # an ordered llvm.vector.reduce.fadd is 16 dependent adds; reassoc makes it a tree
+        loose, reductions = w.fresh("reassoc"), w.fresh("reductions")
+        w(f"{loose} = transform.param.constant #arith.fastmath<reassoc,contract> -> !transform.any_param")
+        w(f"{reductions} = transform.structured.match ops{{[\"vector.reduction\"]}} in {final} : ({ANY}) -> {ANY}")
+        w(f"transform.annotate {reductions} \"fastmath\" = {loose} : {ANY}, !transform.any_param")
