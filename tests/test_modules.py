@@ -205,6 +205,12 @@ def test_a_task_whose_best_loses_to_its_naive_lowering_is_left_naive(tmp_path):
     assert result.dropped[first].startswith("no faster than its naive lowering")
 
 
+def test_a_budget_smaller_than_a_round_per_task_still_reaches_every_task(tmp_path):
+    result = rcompiler.tune(str(MLP), budget=4, min_time=0.02, db=tmp_path / "t.db")
+    assert [len(o.result.samples) for o in result.tasks] == [2, 2]
+    assert len(result.parts) == 2, result.dropped
+
+
 def test_a_killed_module_run_resumes_with_nothing_measured_twice(tmp_path):
     db = tmp_path / "t.db"
     proc = subprocess.Popen(tune_cmd(tmp_path, str(ATTENTION), budget=16), stdout=subprocess.DEVNULL,

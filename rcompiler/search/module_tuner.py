@@ -148,10 +148,15 @@ class ModuleTuner:
             if i is None:
                 break
             tuner = self.tuners[i]
-            got = tuner.advance(min(cfg.children, cfg.budget - spent))
+            got = tuner.advance(min(self._round_size(), cfg.budget - spent))
             tuner.close()  # the next round may be another task's: free the workers
             spent += got
             scheduler.tell(i, tuner.best_seconds, done=bool(tuner.stopped or tuner.exhausted or not got))
+
+    def _round_size(self) -> int:
+        """`--children` samples a round, fewer when the budget cannot give every task one round
+        of that size (budget 4 on two tasks: 2 each, not 4 to the first and none to the second)."""
+        return max(1, min(self.config.children, self.config.budget // max(1, len(self.tuners))))
 
     def _tune_tasks_at_once(self, scheduler: TaskScheduler, start: float) -> None:
         """With many runners (a cluster), several tasks have a round in flight at once; as one
@@ -169,7 +174,7 @@ class ModuleTuner:
                             i = scheduler.next(busy={t for t, _ in running.values()})
                             if i is None:
                                 break
-                            n = min(cfg.children, cfg.budget - planned)
+                            n = min(self._round_size(), cfg.budget - planned)
                             planned += n
                             running[pool.submit(self.tuners[i].advance, n)] = (i, n)
                         if not running:
