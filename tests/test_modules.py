@@ -250,24 +250,34 @@ def test_the_task_scheduler_warms_every_task_up_then_follows_the_gain():
     assert s.next() is None
 
 
-def _onnx_mlp(path: Path) -> None:
-    """A two-layer MLP as an ONNX graph (MatMul, Add, Relu) with its weights as initializers."""
+def _save_onnx(path: Path, name: str, nodes: list[tuple[str, list[str], str]], arrays: dict[str, np.ndarray],
+               x_shape: list[int], y_shape: list[int]) -> None:
+    """An ONNX graph from x to y: (op, inputs, output) nodes, `arrays` as f32 initializers (weights)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(0)
-    weights = [numpy_helper.from_array((0.1 * rng.standard_normal(shape)).astype(np.float32), name)
-               for name, shape in (("w1", (32, 64)), ("b1", (64,)), ("w2", (64, 16)), ("b2", (16,)))]
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
-             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["o"]),
-             helper.make_node("Add", ["o", "b2"], ["y"])]
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 16])], weights)
+    weights = [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in arrays.items()]
+    graph = helper.make_graph([helper.make_node(op, ins, [out]) for op, ins, out in nodes], name,
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], weights)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-@pytest.mark.skipif(not __import__("rcompiler.onnx_import").onnx_import.available(),
-                    reason='needs the onnx extra: pip install -e ".[onnx]"')
+def _onnx_mlp(path: Path) -> None:
+    """A two-layer MLP as an ONNX graph (MatMul, Add, Relu) with its weights as initializers."""
+    rng = np.random.default_rng(0)
+    arrays = {k: 0.1 * rng.standard_normal(shape) for k, shape in (("w1", (32, 64)), ("b1", (64,)),
+                                                                    ("w2", (64, 16)), ("b2", (16,)))}
+    nodes = [("MatMul", ["x", "w1"], "h"), ("Add", ["h", "b1"], "hb"), ("Relu", ["hb"], "r"),
+             ("MatMul", ["r", "w2"], "o"), ("Add", ["o", "b2"], "y")]
+    _save_onnx(path, "mlp", nodes, arrays, [16, 32], [16, 16])
+
+
+NEEDS_ONNX = pytest.mark.skipif(not __import__("rcompiler.onnx_import").onnx_import.available(),
+                                reason='needs the onnx extra: pip install -e ".[onnx]"')
+
+
+@NEEDS_ONNX
 def test_an_onnx_model_is_imported_and_tuned_as_a_module(tmp_path):
     import onnx.reference
 
@@ -287,26 +297,18 @@ def test_an_onnx_model_is_imported_and_tuned_as_a_module(tmp_path):
 def _onnx_bert_ffn(path: Path) -> None:
     """BERT's feed-forward block and pooler as torch.onnx exports them: exact GELU spelled out
     as x * 0.5 * (1 + Erf(x / sqrt 2)), then a dense layer and Tanh."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     rng = np.random.default_rng(0)
     arrays = {"w1": 0.1 * rng.standard_normal((64, 256)), "b1": 0.1 * rng.standard_normal(256),
               "w2": 0.1 * rng.standard_normal((256, 64)), "b2": 0.1 * rng.standard_normal(64),
               "sqrt2": np.array(2 ** 0.5), "one": np.array(1.0), "half": np.array(0.5)}
-    weights = [numpy_helper.from_array(np.asarray(v, np.float32), name) for name, v in arrays.items()]
-    node = helper.make_node
-    nodes = [node("MatMul", ["x", "w1"], ["h"]), node("Add", ["h", "b1"], ["hb"]),
-             node("Div", ["hb", "sqrt2"], ["hs"]), node("Erf", ["hs"], ["he"]), node("Add", ["he", "one"], ["h1"]),
-             node("Mul", ["hb", "h1"], ["hm"]), node("Mul", ["hm", "half"], ["g"]),
-             node("MatMul", ["g", "w2"], ["o"]), node("Add", ["o", "b2"], ["ob"]), node("Tanh", ["ob"], ["y"])]
-    graph = helper.make_graph(nodes, "bert_ffn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [32, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [32, 64])], weights)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    nodes = [("MatMul", ["x", "w1"], "h"), ("Add", ["h", "b1"], "hb"), ("Div", ["hb", "sqrt2"], "hs"),
+             ("Erf", ["hs"], "he"), ("Add", ["he", "one"], "h1"), ("Mul", ["hb", "h1"], "hm"),
+             ("Mul", ["hm", "half"], "g"), ("MatMul", ["g", "w2"], "o"), ("Add", ["o", "b2"], "ob"),
+             ("Tanh", ["ob"], "y")]
+    _save_onnx(path, "bert_ffn", nodes, arrays, [32, 64], [32, 64])
 
 
-@pytest.mark.skipif(not __import__("rcompiler.onnx_import").onnx_import.available(),
-                    reason='needs the onnx extra: pip install -e ".[onnx]"')
+@NEEDS_ONNX
 def test_gelu_and_tanh_from_an_onnx_bert_block_compile_vectorized_and_match_onnx(tmp_path):
     """math.erf had no LLVM lowering (the module failed to JIT); erf and tanh now vectorize."""
     import onnx.reference
