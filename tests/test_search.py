@@ -153,6 +153,21 @@ def test_heuristic_refinement_learns_from_history():
     assert "changed speed by 4.00x" in learned[0].rationale
 
 
+def test_heuristic_fuses_an_epilogue_into_a_measured_schedule():
+    """A bias + activation after a contraction is another pass over the whole output; fused into
+    the first tile level, each output tile is finished while in cache (a BERT Linear + GELU
+    6.40 -> 6.06 ms). Fuse tiles parallel loops only, so the k block moves one level down."""
+    base = Schedule.of([Tile((64, 64, 64), (0, 2, 1)), Tile((8, 32, 1)), Vectorize(), Hoist()])
+    parent = Evaluated(base, "ok", 1.0, 10.0)
+    epilogue = get_kernel("matmul_bias_relu", (256, 256, 256))
+    fused = [p.schedule for p in HeuristicProposer().propose(_ctx(epilogue, base, [parent], parent), 4)
+             if p.schedule.has("fuse")]
+    assert fused and fused[0].tiles == (Tile((64, 64, 0), (0, 2, 1)), Tile((0, 0, 64)), Tile((8, 32, 1)))
+    assert check(fused[0], epilogue) is None
+    plain = get_kernel("matmul", (256, 256, 256))  # only a zero fill before it: nothing to finish in the tiles
+    assert not any(p.schedule.has("fuse") for p in HeuristicProposer().propose(_ctx(plain, base, [parent], parent), 40))
+
+
 def test_heuristic_repairs_a_failed_node():
     kernel = get_kernel("matmul", (256, 256, 256))
     base = Schedule.of([Tile((64, 64, 64)), Tile((8, 32, 1)), Vectorize(), Hoist()])

@@ -145,9 +145,43 @@ def block_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
     return out
 
 
+def has_epilogue(kernel: Kernel) -> bool:
+    """Elementwise ops after the main op (bias, activation, residual) whose loops are its parallel
+    loops, so they can run inside its tiles (`fuse`)."""
+    ops = kernel.structure
+    main = kernel.main_index
+    return main < len(ops) - 1 and len(ops[-1].sizes) == ops[main].iterators.count("parallel")
+
+
+def fused(kernel: Kernel, schedule: Schedule) -> Schedule | None:
+    """`schedule` with its epilogue fused into the first tile level: each tile of the output is
+    finished (bias, activation) while it is still in cache, instead of in another pass over the
+    whole output. Fuse tiles parallel loops only, so the first level's reduction sizes move to a
+    level of their own just below it. None when there is nothing to fuse or the layout forbids it."""
+    if (not has_epilogue(kernel) or not schedule.tiles
+            or any(schedule.has(x) for x in ("fuse", "lanes", "parallel", "pad", "pack", "pack_channels", "im2col"))):
+        return None
+    iterators = loop_nest(kernel).iterators
+    first, *rest = schedule.tiles
+    outer = tuple(0 if it == "reduction" else x for x, it in zip(first.sizes, iterators))
+    inner = tuple(x if it == "reduction" else 0 for x, it in zip(first.sizes, iterators))
+    if not any(outer):
+        return None
+    levels = [Tile(outer, first.interchange), *([Tile(inner)] if any(inner) else []), *rest]
+    return Schedule.of([Fuse(), *[x for x in schedule.steps if not isinstance(x, Tile)], *levels])
+
+
+def fuse_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
+    if schedule.has("fuse"):
+        return [("drop fuse", schedule.without("fuse"))] if has_epilogue(kernel) else []
+    s = fused(kernel, schedule)
+    return [("fuse the epilogue into the first tile level", s)] if s is not None else []
+
+
 def all_edits(kernel: Kernel, schedule: Schedule, threads: int, rng: random.Random) -> list[Edit]:
     return (resize_edits(kernel, schedule) + block_edits(kernel, schedule) + interchange_edits(schedule)
-            + flag_edits(schedule, threads) + unroll_edits(kernel, schedule) + level_edits(kernel, schedule, rng))
+            + flag_edits(schedule, threads) + unroll_edits(kernel, schedule) + level_edits(kernel, schedule, rng)
+            + fuse_edits(kernel, schedule))
 
 
 def legal(kernel: Kernel, edits: list[Edit], seen: set[str]) -> list[Edit]:

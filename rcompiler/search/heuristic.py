@@ -380,6 +380,8 @@ class HeuristicProposer:
             return 3.0
         if desc.startswith("parallel over"):
             return 2.5
+        if desc.startswith("fuse the epilogue"):  # saves a pass over the whole output
+            return 2.0
         if desc.startswith(("drop vectorize", "drop hoist", "drop decompose", "run on one thread")):
             return -3.0
         if desc.startswith(("double", "halve")):
