@@ -29,3 +29,27 @@ func.func @conv(%x: {x}, %w: {w}) -> {y} {{
   return %r : {y}
 }}
 """
+
+
+def conv_nhwc_bias_relu(size: int, c: int, f: int) -> str:
+    """relu(conv + bias) in NHWC with a 3x3 filter, the bias and ReLU in one generic after the conv."""
+    out = size - 2
+    x, w, y = f"tensor<1x{size}x{size}x{c}xf32>", f"tensor<3x3x{c}x{f}xf32>", f"tensor<1x{out}x{out}x{f}xf32>"
+    ident = "affine_map<(a, b, c, d) -> (a, b, c, d)>"
+    return f"""
+func.func @conv_bias_relu(%x: {x}, %w: {w}, %b: tensor<{f}xf32>) -> {y} {{
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : {y}
+  %o = linalg.fill ins(%zero : f32) outs(%e : {y}) -> {y}
+  %c = linalg.conv_2d_nhwc_hwcf ins(%x, %w : {x}, {w}) outs(%o : {y}) -> {y}
+  %r = linalg.generic {{indexing_maps = [{ident}, affine_map<(a, b, c, d) -> (d)>, {ident}],
+                       iterator_types = ["parallel", "parallel", "parallel", "parallel"]}}
+       ins(%c, %b : {y}, tensor<{f}xf32>) outs(%e : {y}) {{
+  ^bb0(%v: f32, %bias: f32, %out: f32):
+    %s = arith.addf %v, %bias : f32
+    %m = arith.maximumf %s, %zero : f32
+    linalg.yield %m : f32
+  }} -> {y}
+  return %r : {y}
+}}
+"""

@@ -168,6 +168,20 @@ def test_heuristic_fuses_an_epilogue_into_a_measured_schedule():
     assert not any(p.schedule.has("fuse") for p in HeuristicProposer().propose(_ctx(plain, base, [parent], parent), 40))
 
 
+def test_no_fused_epilogue_for_a_decomposed_conv():
+    """decompose needs the conv's own tile levels: after fuse it failed to apply on every variant."""
+    from mlir_snippets import conv_nhwc_bias_relu
+
+    from rcompiler.kernels import kernel_from_mlir
+    from rcompiler.search.edits import fused
+    from rcompiler.transforms import Decompose
+
+    conv = kernel_from_mlir(conv_nhwc_bias_relu(18, 16, 32))
+    tiled = Schedule.of([Tile((1, 1, 8, 32, 1, 0, 2)), Vectorize(), Hoist()])
+    assert fused(conv, tiled).tiles == (Tile((1, 1, 8, 32, 0, 0, 0)), Tile((0, 0, 0, 0, 1, 0, 2)))
+    assert fused(conv, tiled.then(Decompose())) is None
+
+
 def test_heuristic_repairs_a_failed_node():
     kernel = get_kernel("matmul", (256, 256, 256))
     base = Schedule.of([Tile((64, 64, 64)), Tile((8, 32, 1)), Vectorize(), Hoist()])

@@ -157,9 +157,11 @@ def fused(kernel: Kernel, schedule: Schedule) -> Schedule | None:
     """`schedule` with its epilogue fused into the first tile level: each tile of the output is
     finished (bias, activation) while it is still in cache, instead of in another pass over the
     whole output. Fuse tiles parallel loops only, so the first level's reduction sizes move to a
-    level of their own just below it. None when there is nothing to fuse or the layout forbids it."""
+    level of their own just below it. None when there is nothing to fuse or the schedule's other
+    steps forbid it (a conv's decompose then fails to apply: measured on every such variant)."""
     if (not has_epilogue(kernel) or not schedule.tiles
-            or any(schedule.has(x) for x in ("fuse", "lanes", "parallel", "pad", "pack", "pack_channels", "im2col"))):
+            or any(schedule.has(x) for x in ("fuse", "lanes", "parallel", "pad", "pack", "pack_channels", "im2col",
+                                             "decompose"))):
         return None
     iterators = loop_nest(kernel).iterators
     first, *rest = schedule.tiles
