@@ -13,7 +13,7 @@ f32 op before lowering:
 - erf: x * P(x^2) for |x| < 1; beyond, 1 - exp(L(|x|)) with erf's sign, L a fit of log erfc on
   [1, 4] (erf rounds to 1 from 4 on, so |x| is clamped there). No division, and the exp needs
   no special cases: L stays in [-18, -1.8]. (The earlier exp(-x^2) * Q(1/|x|) cost a division
-  and a full exp: 0.9 ns per element, a third of a BERT block's GELU epilogue.)
+  and a full exp: 0.78 against 0.58 ns per element here, in one run.)
 - tanh: x + x^3 * T(x^2) for |x| < 0.625 (no cancellation near 0); 1 - 2 / (exp(2|x|) + 1)
   with tanh's sign beyond.
 P, L and T are least-squares fits in float64 on Chebyshev nodes (numpy.polynomial). Each op is
