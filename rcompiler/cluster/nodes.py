@@ -13,7 +13,6 @@ that dies was killed or lost with its node; the driver re-queues its candidate.
 from __future__ import annotations
 
 import fcntl
-import multiprocessing
 import os
 import socket
 import tempfile
@@ -27,6 +26,7 @@ from rcompiler.measure.builder import build
 from rcompiler.measure.measurer import init_worker, collect_run
 from rcompiler.measure.results import BuildResult, Measurement
 from rcompiler.measure.runner import RunTask, run, run_numpy
+from rcompiler.measure.spawn import worker_context
 
 RUNNER_RESOURCE = "rcompiler_runner"
 # The node's cores, as the raylet was started with them (workers inherit its affinity).
@@ -88,7 +88,7 @@ class RunnerActor:
         self.hardware = detect()  # before pinning: the node's cores, not one
         self.core, self._lock = claim_core()
         os.sched_setaffinity(0, {self.core})
-        self.pool = ProcessPool(max_workers=1, max_tasks=200, context=multiprocessing.get_context("spawn"),
+        self.pool = ProcessPool(max_workers=1, max_tasks=200, context=worker_context(),
                                 initializer=init_worker, initargs=({self.core}, os.getpid()))
         self.name = f"{socket.gethostname()}:core{self.core}"
 

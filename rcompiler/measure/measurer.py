@@ -9,7 +9,6 @@ replaced and the candidate recorded with that status.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -27,6 +26,7 @@ from rcompiler.lifetime import die_with_parent
 from .builder import build
 from .results import BuildResult, Measurement, Status
 from .runner import RunTask, run, run_numpy
+from .spawn import worker_context
 
 
 class WorkerPoolError(RuntimeError):
@@ -34,8 +34,7 @@ class WorkerPoolError(RuntimeError):
 
 
 def _pool_error(err: BrokenProcessPool) -> WorkerPoolError:
-    return WorkerPoolError(f"rcompiler's worker processes could not start or keep running ({err}); they are "
-                           "spawned, so a program read from standard input must be run from a file instead")
+    return WorkerPoolError(f"rcompiler's worker processes could not start or keep running ({err})")
 
 
 @dataclass(frozen=True)
@@ -153,7 +152,7 @@ class Measurer(MeasurerBase):
         self.overlap = len(cpus) > 1
         self.builder_cpus = {cpus[0]}
         self.runner_cpus = {cpus[-1]}
-        ctx = multiprocessing.get_context("spawn")  # never fork a process that holds LLVM state
+        ctx = worker_context()
         self._builder = ProcessPool(max_workers=1, max_tasks=200, context=ctx,
                                     initializer=init_worker, initargs=(self.builder_cpus, os.getpid()))
         self._runner = ProcessPool(max_workers=1, max_tasks=200, context=ctx,
@@ -247,7 +246,7 @@ class Measurer(MeasurerBase):
             if self._runner_all is None:
                 # max_tasks: threaded engines are never freed (see rcompiler.jit), so recycle often
                 self._runner_all = ProcessPool(max_workers=1, max_tasks=16,
-                                               context=multiprocessing.get_context("spawn"),
+                                               context=worker_context(),
                                                initializer=init_worker, initargs=(self.all_cpus, os.getpid()))
             pool = self._runner_all
         return pool.schedule(run, args=(task,), timeout=self.limits.run_limit)
