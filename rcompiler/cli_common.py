@@ -17,6 +17,9 @@ def add_kernel_arguments(parser: argparse.ArgumentParser) -> None:
                         + "; ".join(f"{k}: {','.join(e.dims)}" for k, e in KERNELS.items() if not k.startswith(("llama", "deepseek", "flux"))))
     parser.add_argument("--func", help="entry function of the MLIR file (default: its only public function "
                         "with Linalg ops)")
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
+                        help="static shape for an ONNX model's input with dynamic dims, e.g. x=1x3x224x224 "
+                             "(repeat for each such input)")
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -33,25 +36,47 @@ def program_from_args(args: argparse.Namespace):
     from rcompiler.kernels.models import MODELS
     from rcompiler.kernels.module import load_program
 
+    shapes = input_shapes_from_args(args)
     if getattr(args, "model", None):
-        if args.mlir_file or args.kernel or args.shape:
-            raise KernelError("--model names the whole input: give no MLIR file, --kernel or --shape with it")
+        if args.mlir_file or args.kernel or args.shape or shapes:
+            raise KernelError("--model names the whole input: give no MLIR file, --kernel, --shape or "
+                              "--input-shape with it")
         return load_program(MODELS[args.model].build(), name=args.model)
     if args.mlir_file and not args.kernel and not args.shape:
         path = Path(args.mlir_file)
-        return load_program(read_module(path), args.func, name=path.stem)
+        return load_program(read_module(path, shapes), args.func, name=path.stem)
     return None
 
 
-def read_module(path: Path) -> str:
-    """MLIR text from a .mlir file, or from an ONNX model through the ONNX door."""
+def read_module(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> str:
+    """MLIR text from a .mlir file, or from an ONNX model through the ONNX door (with
+    `input_shapes` for its dynamic inputs)."""
     if not path.is_file():
         raise KernelError(f"{path}: no such file")
     if path.suffix == ".onnx":
         from rcompiler.onnx_import import import_onnx
 
-        return import_onnx(path)
+        return import_onnx(path, input_shapes=input_shapes)
+    if input_shapes:
+        raise KernelError(f"input shapes apply to ONNX models; {path} carries its own shapes")
     return path.read_text()
+
+
+def input_shapes_from_args(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    """{name: dims} from the repeated --input-shape NAME=DIMS (e.g. x=1x3x224x224)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in getattr(args, "input_shape", None) or []:
+        name, _, dims = item.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.split("x"))
+        except ValueError:
+            shape = ()
+        if not name or not shape or min(shape) < 1:
+            raise KernelError(f"--input-shape {item}: give NAME=DIMS with positive dims, e.g. x=1x3x224x224")
+        if name in shapes:
+            raise KernelError(f"--input-shape gives input {name!r} twice")
+        shapes[name] = shape
+    return shapes
 
 
 def kernel_from_args(args: argparse.Namespace) -> Kernel:
@@ -60,9 +85,12 @@ def kernel_from_args(args: argparse.Namespace) -> Kernel:
     if args.mlir_file:
         if args.shape:
             raise KernelError("--shape applies to built-in kernels; an MLIR file carries its own shapes")
-        return kernel_from_mlir(read_module(Path(args.mlir_file)), args.func, name=Path(args.mlir_file).stem)
+        return kernel_from_mlir(read_module(Path(args.mlir_file), input_shapes_from_args(args)), args.func,
+                                name=Path(args.mlir_file).stem)
     if not args.kernel:
         raise KernelError("nothing to work on: pass an MLIR file or --kernel NAME (see --help)")
+    if input_shapes_from_args(args):
+        raise KernelError("--input-shape applies to ONNX models; use --shape for a built-in kernel")
     return get_kernel(args.kernel, args.shape)
 
 
