@@ -24,6 +24,16 @@ class ArgSpec:
     shape: tuple[int, ...]
     dtype: str = "float32"
     is_output: bool = False
+    # An integer input used as an index: test values are drawn from [0, bound), where every
+    # index is valid (an embedding lookup's ids, below the vocabulary size).
+    bound: int | None = None
+    # A parameter (a model's weight, kernels/params.py): the content hash its values are stored
+    # under; every call gets them, and the caller passes only the other inputs.
+    data: str | None = None
+
+    @property
+    def is_param(self) -> bool:
+        return self.data is not None
 
     @property
     def mlir_type(self) -> str:
@@ -38,8 +48,12 @@ class ArgSpec:
         return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
-_MLIR_DTYPES = {"float32": "f32", "float64": "f64"}
-NUMPY_DTYPES = {v: k for k, v in _MLIR_DTYPES.items()}
+# Element types a kernel's arguments may have, by their MLIR name; booleans are stored as bytes
+# (kernels/booleans.py), as NumPy stores them.
+NUMPY_DTYPES = {"f32": "float32", "f64": "float64", "i64": "int64", "i32": "int32", "i8": "int8", "i1": "bool"}
+_MLIR_DTYPES = {v: k for k, v in NUMPY_DTYPES.items()} | {"bool": "i8"}
+# Integer inputs that index nothing take these values: what masks and flags hold.
+UNBOUNDED_INTEGERS = 2
 
 
 @dataclass(frozen=True)
@@ -79,7 +93,12 @@ class Kernel:
 
     @property
     def inputs(self) -> tuple[ArgSpec, ...]:
-        return tuple(a for a in self.args if not a.is_output)
+        """What a caller passes: the arguments that are neither outputs nor parameters."""
+        return tuple(a for a in self.args if not a.is_output and not a.is_param)
+
+    @property
+    def params(self) -> tuple[ArgSpec, ...]:
+        return tuple(a for a in self.args if a.is_param)
 
     @property
     def outputs(self) -> tuple[ArgSpec, ...]:
@@ -100,6 +119,8 @@ class Kernel:
         from rcompiler.codegen import version
 
         text = self.payload + "|" + self.func_name + "|" + repr([(a.shape, a.dtype, a.is_output) for a in self.args])
+        if self.params:  # the values a program was verified with
+            text += "|" + ",".join(a.data for a in self.params)
         text += f"|codegen {version(self.payload)}"
         text += "|cold" if self.cold_cache else ""  # measured differently: its own measurements
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -134,16 +155,40 @@ def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     return raw[skip:skip + nbytes].view(dtype)[:math.prod(shape)].reshape(shape)
 
 
+def param_array(arg: ArgSpec) -> np.ndarray:
+    """A parameter's stored values (shared by every call in the process), on a cache line."""
+    from .params import load
+
+    array = load(arg.data)
+    if array.shape != arg.shape or array.dtype != np.dtype(arg.dtype):
+        raise ValueError(f"parameter {arg.name} ({arg.data}) holds {array.dtype}{list(array.shape)}, "
+                         f"not {arg.dtype}{list(arg.shape)}")
+    if array.ctypes.data % CACHE_LINE:
+        aligned = aligned_empty(arg.shape, arg.dtype)
+        aligned[...] = array
+        return aligned
+    return array
+
+
 def make_arrays(args: tuple[ArgSpec, ...], seed: int = 0) -> list[np.ndarray]:
-    """Arrays for every argument, each starting on a cache line: random inputs in [-1, 1),
-    outputs filled with NaN so a kernel that forgets to write an element is caught."""
+    """Arrays for every argument, each starting on a cache line: random inputs (floats in
+    [-1, 1), integers in [0, bound), booleans either way), outputs filled with NaN (integers with
+    their most negative value) so a kernel that forgets to write an element is caught."""
     rng = np.random.default_rng(seed)
     arrays = []
     for arg in args:
         array = aligned_empty(arg.shape, arg.dtype)
+        kind = np.dtype(arg.dtype).kind
+        if arg.is_param:
+            arrays.append(param_array(arg))
+            continue
         if arg.is_output:
-            array[...] = np.nan
-        else:
+            array[...] = np.nan if kind == "f" else (True if kind == "b" else np.iinfo(arg.dtype).min)
+        elif kind == "f":
             array[...] = rng.uniform(-1.0, 1.0, arg.shape).astype(arg.dtype)
+        elif kind == "b":
+            array[...] = rng.integers(0, 2, arg.shape).astype(bool)
+        else:
+            array[...] = rng.integers(0, arg.bound or UNBOUNDED_INTEGERS, arg.shape).astype(arg.dtype)
         arrays.append(array)
     return arrays

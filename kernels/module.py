@@ -27,10 +27,15 @@ FILL_OPS = ("linalg.fill", "linalg.copy", "linalg.broadcast")  # initialise an a
 
 @dataclass(frozen=True)
 class Task:
-    name: str  # the outlined function, task_<i>
+    name: str  # this occurrence, task_<i>: the group it was outlined from
     ops: tuple[str, ...]  # its Linalg ops, in order
     kernel: Kernel | None  # the task alone; None when it cannot be scheduled
     reason: str = ""  # why it lowers naively, when kernel is None
+    function: str = ""  # the function the program calls for it: one per distinct task
+
+    def __post_init__(self):
+        if not self.function:
+            object.__setattr__(self, "function", self.name)
 
     @property
     def key(self) -> str:
@@ -72,11 +77,16 @@ def load_program(text: str, func_name: str | None = None, name: str | None = Non
     """Parse a module, pick its entry function, split it into tasks and outline them."""
     from mlir import ir, passmanager
 
-    original = kernel_from_mlir(text, func_name, name=name)
+    from rcompiler.measure.evaluate import evaluate
+
+    # Weights become parameters and constant sub-graphs are computed now (kernels/params.py,
+    # kernels/folding.py): a task holds no literal weights, so identical layers share it.
+    original = kernel_from_mlir(text, func_name, name=name, params=True, evaluate=evaluate)
     with ir.Context(), ir.Location.unknown():
         module = ir.Module.parse(original.payload)
         entry = next(op for op in module.body.operations if op.operation.name == "func.func"
                      and op.attributes["sym_name"].value == original.func_name)
+        _clone_shared_fills(ir, entry)
         groups = partition(list(entry.regions[0].blocks[0].operations))
         names = []
         for i, group in enumerate(groups):
@@ -92,17 +102,36 @@ def load_program(text: str, func_name: str | None = None, name: str | None = Non
                       if all(op.result.type.has_static_shape for op in pads) else ())
         funcs = {op.attributes["sym_name"].value: op for op in module.body.operations
                  if op.operation.name == "func.func"}
-        tasks = [_task(ir, task, ops, funcs[task]) for task, ops in names]
+        tasks = _share_functions(ir, entry, funcs, [_task(ir, task, ops, funcs[task]) for task, ops in names])
         payload = str(module)
     kernel = Kernel(original.name, original.dims, payload, original.func_name, original.args, original.flops,
                     original.reduction_length, original.ops, reference=None, kind="module")
     return Program(original.name, original, kernel, tasks, naive_ops, text, entry_pads)
 
 
+def _clone_shared_fills(ir, entry) -> None:
+    """A fill is placed right before the op it initialises, one copy per op when several share
+    it (one zero tensor, CSE'd, for every conv of a shape): each task then fills its own
+    output in its tiles instead of copying a shared one, or of reading one filled earlier."""
+    for op in list(entry.regions[0].blocks[0].operations):
+        if op.operation.name != "linalg.fill" or len(op.results) != 1:
+            continue
+        uses = [(u.owner, u.operand_number) for u in op.results[0].uses]
+        if not uses or not all(o.name.startswith("linalg.") and o.parent == entry for o, _ in uses):
+            continue
+        if len(uses) == 1:
+            op.operation.move_before(uses[0][0])
+            continue
+        for owner, number in uses:
+            owner.operands[number] = op.operation.clone(ip=ir.InsertionPoint(owner)).results[0]
+        op.operation.erase()
+
+
 # -- partition --------------------------------------------------------------------
 def partition(ops: list) -> list[list]:
     """Groups of Linalg ops in program order (see the module docstring). A group is
-    contiguous: an op that is neither Linalg nor free (constants, tensor.empty) ends it."""
+    contiguous: an op that is neither Linalg nor free (constants, tensor.empty) ends it, but
+    for one that leaves alone the fills that start a group."""
     groups: list[list] = []
     current: list | None = None
     for op in ops:
@@ -110,7 +139,10 @@ def partition(ops: list) -> list[list]:
         if name in FREE_OPS:
             continue
         if not _is_linalg_on_tensors(op):
-            current = None
+            # A fill waiting for its op (a conv's zero init, with the input's pad written between
+            # them) keeps waiting: left alone it would be a pass over memory outside every task.
+            if not (current and _fills_only(current) and not _uses_results_of(op, current)):
+                current = None
             continue
         if current is not None and _joins(op, current):
             current.append(op)
@@ -128,6 +160,15 @@ def _joins(op, group: list) -> bool:
         return False
     has_anchor = any(g.operation.name not in FILL_OPS for g in group)
     return not has_anchor or _is_elementwise(op)
+
+
+def _fills_only(group: list) -> bool:
+    return all(g.operation.name in FILL_OPS for g in group)
+
+
+def _uses_results_of(op, group: list) -> bool:
+    results = [r for g in group for r in g.results]
+    return any(v == r for o in _nested(op) for v in o.operands for r in results)
 
 
 def _is_linalg_on_tensors(op) -> bool:
@@ -201,6 +242,24 @@ def _nested(op):
             for child in block.operations:
                 out.extend(_nested(child))
     return out
+
+
+def _share_functions(ir, entry, funcs: dict, tasks: list[Task]) -> list[Task]:
+    """Identical tasks (twelve encoder layers' projections) call one function: the program is
+    compiled, scheduled and kept in the instruction cache once per distinct task."""
+    first: dict[str, str] = {}
+    for task in tasks:
+        if task.kernel is not None:
+            first.setdefault(task.key, task.name)
+    redirect = {t.name: first[t.key] for t in tasks if t.kernel is not None and first[t.key] != t.name}
+    for op in _nested(entry):
+        if op.name == "func.call":
+            callee = ir.FlatSymbolRefAttr(op.attributes["callee"]).value
+            if callee in redirect:
+                op.attributes["callee"] = ir.FlatSymbolRefAttr.get(redirect[callee])
+    for name in redirect:
+        funcs[name].operation.erase()
+    return [replace(t, function=redirect.get(t.name, t.name)) for t in tasks]
 
 
 # -- each task as a kernel --------------------------------------------------------------

@@ -10,11 +10,18 @@ The reference for a user kernel is its own naive lowering (no transform).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from .base import NUMPY_DTYPES, ArgSpec, Kernel, KernelError
+from .booleans import widen_booleans
+from .folding import fold_constants, mark_params, param_digests
+from .params import hoist_constants, store
+from .index_bounds import index_bounds
 from .structure import analyze, walk as _walk
 
 SUPPORTED_DIALECTS = {"func", "linalg", "arith", "math", "tensor", "bufferization", "memref"}
+# Frontends guard gathers and divisions with asserts; they become run-time checks (transforms/checks.py).
+SUPPORTED_OPS = {"cf.assert"}
 
 
 def kernel_from_file(path: str | Path, func_name: str | None = None) -> Kernel:
@@ -24,7 +31,12 @@ def kernel_from_file(path: str | Path, func_name: str | None = None) -> Kernel:
     return kernel_from_mlir(path.read_text(), func_name, name=path.stem)
 
 
-def kernel_from_mlir(text: str, func_name: str | None = None, name: str | None = None) -> Kernel:
+def kernel_from_mlir(text: str, func_name: str | None = None, name: str | None = None, *,
+                     params: bool = False, evaluate: Callable[[str], list] | None = None) -> Kernel:
+    """The kernel of `text`'s entry function. With `params`, its large constants become
+    parameters (kernels/params.py), and with `evaluate` (runs a module naively, returns its
+    results) what depends only on them is computed now (kernels/folding.py). Arguments that
+    carry the `rcompiler.param` attribute are parameters in any case."""
     from mlir import ir, passmanager
 
     with ir.Context() as ctx, ir.Location.unknown():
@@ -36,11 +48,20 @@ def kernel_from_mlir(text: str, func_name: str | None = None, name: str | None =
         ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
         arg_types = [ir.ShapedType(t) for t in _checked_types(ir, ftype.inputs, fname, "argument")]
         res_types = [ir.ShapedType(t) for t in _checked_types(ir, ftype.results, fname, "result")]
+        bounds = index_bounds(func)
+        widen_booleans(module)  # the types above keep saying which arguments are booleans
+        if params:
+            _hoist(module, func, len(arg_types), evaluate)
+        digests = param_digests(func)
+        ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
+        arg_types = [ir.ShapedType(t) if i in digests else arg_types[i] for i, t in enumerate(ftype.inputs)]
         if res_types or any(isinstance(t, ir.RankedTensorType) for t in arg_types):
-            module, args = _wrap_tensor_function(ir, passmanager, module, func, fname, arg_types, res_types)
+            module, args = _wrap_tensor_function(ir, passmanager, module, func, fname, arg_types, res_types, bounds,
+                                                 digests)
         else:
             written = _written_arguments(func)
-            args = tuple(ArgSpec(f"arg{i}", tuple(t.shape), _dtype(t), i in written) for i, t in enumerate(arg_types))
+            args = tuple(ArgSpec(f"arg{i}", tuple(t.shape), _dtype(t), i in written, bounds.get(i), digests.get(i))
+                         for i, t in enumerate(arg_types))
             if not written:
                 raise KernelError(f"@{fname} writes none of its memref arguments; nothing to measure")
             func.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
@@ -117,7 +138,8 @@ def _drop_other_functions(module, entry) -> None:
 
 
 def _check_body(func, fname):
-    bad = sorted({o.name for o in _walk(func.operation) if o.name.split(".")[0] not in SUPPORTED_DIALECTS})
+    bad = sorted({o.name for o in _walk(func.operation)
+                  if o.name.split(".")[0] not in SUPPORTED_DIALECTS and o.name not in SUPPORTED_OPS})
     if bad:
         raise KernelError(f"unsupported op(s) in @{fname}: {', '.join(bad)}; supported dialects: "
                           f"{', '.join(sorted(SUPPORTED_DIALECTS))}")
@@ -131,7 +153,8 @@ def _checked_types(ir, types, fname, what):
         if not shaped.has_static_shape:
             raise KernelError(f"@{fname} {what} #{i} has dynamic shape {t}; rcompiler needs static shapes")
         if str(shaped.element_type) not in NUMPY_DTYPES:
-            raise KernelError(f"@{fname} {what} #{i} has element type {shaped.element_type}; supported: f32, f64")
+            raise KernelError(f"@{fname} {what} #{i} has element type {shaped.element_type}; supported: "
+                              + ", ".join(NUMPY_DTYPES))
     return types
 
 
@@ -154,7 +177,16 @@ def _written_arguments(func) -> set[int]:
     return written
 
 
-def _wrap_tensor_function(ir, passmanager, module, func, fname, arg_types, res_types):
+def _hoist(module, func, n_args: int, evaluate) -> None:
+    """Large constants to parameters, then constant sub-graphs folded (with `evaluate`)."""
+    values = hoist_constants(module, func)
+    if values:
+        mark_params(func, param_digests(func) | {n_args + k: store(v) for k, v in enumerate(values)})
+    if evaluate is not None:
+        fold_constants(module, func, evaluate)
+
+
+def _wrap_tensor_function(ir, passmanager, module, func, fname, arg_types, res_types, bounds, digests):
     """Give a tensor function a memref entry point with one output buffer per result."""
     if not res_types:
         raise KernelError(f"@{fname} takes tensors but returns nothing; a tensor function must return its results")
@@ -163,7 +195,8 @@ def _wrap_tensor_function(ir, passmanager, module, func, fname, arg_types, res_t
     impl = f"{fname}__impl"
     func.attributes["sym_name"] = ir.StringAttr.get(impl)
     func.attributes["sym_visibility"] = ir.StringAttr.get("private")
-    args = [ArgSpec(f"in{i}", tuple(t.shape), _dtype(t)) for i, t in enumerate(arg_types)]
+    args = [ArgSpec(f"w{i}" if i in digests else f"in{i}", tuple(t.shape), _dtype(t), bound=bounds.get(i),
+                    data=digests.get(i)) for i, t in enumerate(arg_types)]
     args += [ArgSpec(f"out{i}", tuple(t.shape), _dtype(t), is_output=True) for i, t in enumerate(res_types)]
     sig = ", ".join(f"%{a.name}: {a.mlir_type}" for a in args)
     lines = [f"func.func @{fname}({sig}) attributes {{llvm.emit_c_interface}} {{"]

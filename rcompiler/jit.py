@@ -56,25 +56,38 @@ def keep_heap_memory() -> None:
         pass
 
 
+class CheckFailed(RuntimeError):
+    """A run-time check of the program failed (a frontend's assert: an index out of bounds, a
+    division by zero); the call's outputs are not valid."""
+
+
 class JitFunction:
     """A compiled payload function; call it with one NumPy array per memref argument.
 
     The call goes straight to the packed C interface through ctypes, with the
     argument descriptors prepared once, so timing loops measure the kernel and
-    not Python.
+    not Python. A program with run-time checks (rcompiler.transforms.checks) raises
+    CheckFailed from the call in which one failed.
     """
 
     def __init__(self, llvm_ir: str, func_name: str, opt_level: int = 3, threads: int = 1):
         from mlir import ir
         from mlir.execution_engine import ExecutionEngine
 
+        from rcompiler.transforms.checks import CHECK_FAILED, check_messages
+
         keep_heap_memory()
 
         self._context = ir.Context()
         with self._context, ir.Location.unknown():
             module = ir.Module.parse(llvm_ir)
+            self.checks = check_messages(module)
+            self._failed: list[int] = []
             libs = [lib for lib in runtime_libraries() if threads > 1 or "async" not in lib]
             self._engine = ExecutionEngine(module, opt_level=opt_level, shared_libs=libs)
+            if self.checks:
+                self._on_failure = ctypes.CFUNCTYPE(None, ctypes.c_int32)(self._failed.append)
+                self._engine.register_runtime(CHECK_FAILED, self._on_failure)
             self._engine.initialize()
             if threads > 1:
                 _THREADED_ENGINES.append((self._engine, self._context))
@@ -95,10 +108,20 @@ class JitFunction:
         pointers = [ctypes.pointer(ctypes.pointer(d)) for d in descriptors]
         packed = (ctypes.c_void_p * len(pointers))(*[ctypes.cast(p, ctypes.c_void_p) for p in pointers])
         keep = (arrays, descriptors, pointers, packed)  # keep every buffer alive while bound
-        fn = self._fn
+        fn, failed, checks = self._fn, self._failed, self.checks
 
         def call():
             fn(packed)
+
+        def checked_call():
+            fn(packed)
+            if failed:
+                message = checks[failed[0]] if 0 <= failed[0] < len(checks) else f"check {failed[0]}"
+                failed.clear()
+                raise CheckFailed(f"the program's run-time check failed: {message}")
+
+        if checks:
+            call = checked_call
 
         call.keep = keep  # type: ignore[attr-defined]
         return call

@@ -4,7 +4,8 @@ One documented pipeline, used after every script (and alone for the naive baseli
 bufferize what is still on tensors, free what is allocated, clean up, lower
 vector/linalg/scf/memref to LLVM. `convert-ub-to-llvm` is required: the vectorizer leaves `ub.poison`.
 Multi-threaded schedules (scf.forall) go through MLIR's async runtime. Before the passes,
-f32 `math.exp`, `math.erf` and `math.tanh` become arithmetic that vectorizes (`fast_math.py`).
+f32 `math.exp`, `math.erf` and `math.tanh` become arithmetic that vectorizes (`fast_math.py`), and a
+frontend's `cf.assert` becomes a check that reports to the caller (`checks.py`).
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ TO_LLVM = ("convert-vector-to-scf{full-unroll=true},convert-linalg-to-loops,lowe
 
 def lowering_pipeline(threads: int = 1) -> str:
     """The pass pipeline from a transformed payload to the LLVM dialect."""
-    stages = [BUFFERIZE, "inline,symbol-dce", DEALLOCATE, CLEANUP]
+    # Inline first: a module's tasks bufferize as one function, so a task's tensor argument read
+    # at random (a gather's table, passed through a reshape) needs no layout cast at the call.
+    stages = ["inline,symbol-dce", BUFFERIZE, DEALLOCATE, CLEANUP]
     if threads > 1:
         stages.append(PARALLEL.format(threads=threads))
     else:
@@ -99,8 +102,10 @@ def apply_script(module, script: str) -> None:
 def lower_to_llvm(module, threads: int = 1) -> None:
     from mlir import ir, passmanager
 
+    from .checks import lower_checks
     from .fast_math import approximate_math
 
     with collect_diagnostics(ir, "lower"):
+        lower_checks(module)  # a failed cf.assert reports to the caller instead of aborting the process
         approximate_math(module)  # before exp, erf and tanh become one libm call per lane
         passmanager.PassManager.parse(lowering_pipeline(threads)).run(module.operation)

@@ -19,7 +19,7 @@ from rcompiler.db import Database, DatabaseError
 from rcompiler.hardware import Hardware
 from rcompiler.kernels.module import Program, Task
 from rcompiler.lifetime import Interrupted
-from rcompiler.measure import Candidate, LocalRunners, MeasurerBase
+from rcompiler.measure import Candidate, LocalRunners, MeasurerBase, WorkerPoolError
 from rcompiler.measure.results import Measurement
 from rcompiler.transforms import Schedule, render_module
 
@@ -34,6 +34,7 @@ class TaskOutcome:
     task: Task
     instances: list[str]  # the outlined functions that share it
     result: TuneResult | None = None
+    error: str | None = None  # why it could not be tuned at all (it stays naive in the program)
 
     @property
     def weight(self) -> int:
@@ -80,7 +81,8 @@ class ModuleResult:
 
 def compose(program: Program, parts: dict[str, Schedule]):
     """The module script applying each task's schedule to every function of that task."""
-    return render_module([(t.name, parts[t.key], t.kernel) for t in program.tunable if t.key in parts],
+    functions = {t.function: t for t in program.tunable if t.key in parts}  # identical tasks share one
+    return render_module([(name, parts[t.key], t.kernel) for name, t in functions.items()],
                          (program.kernel.func_name, program.entry_pads))
 
 
@@ -134,10 +136,19 @@ class ModuleTuner:
 
     def _tune_tasks(self, start: float) -> None:
         cfg = self.config
-        for tuner in self.tuners:
-            tuner.start()
-            tuner.close()
-        scheduler = TaskScheduler([o.weight for o in self.outcomes], [t.naive_seconds for t in self.tuners])
+        for outcome, tuner in zip(self.outcomes, self.tuners):
+            try:
+                tuner.start()
+            except WorkerPoolError:  # no task's fault
+                raise
+            except RuntimeError as err:  # it does not run even naively on its test inputs: the rest goes on
+                outcome.error = str(err)
+            finally:
+                tuner.close()
+        scheduler = TaskScheduler([o.weight for o in self.outcomes], [t.naive_seconds or 0.0 for t in self.tuners])
+        for i, outcome in enumerate(self.outcomes):
+            if outcome.error is not None:
+                scheduler.tell(i, None, done=True)
         if self.backend.parallel_tasks > 1:
             return self._tune_tasks_at_once(scheduler, start)
         spent = 0
