@@ -2,12 +2,14 @@
 
     python -m rcompiler.tune --kernel matmul --shape 1024,1024,1024 --budget 64
     python -m rcompiler.tune my_kernel.mlir --strategy mcts --proposer llm --llm-base-url local
+    python -m rcompiler.tune model.onnx --input-shape x=1x3x224x224   # an ONNX model with a dynamic batch
 """
 from __future__ import annotations
 
 import argparse
 import re
 import sys
+from functools import partial
 from pathlib import Path
 
 from rcompiler.cli_common import add_kernel_arguments, add_model_argument, fail, kernel_from_args, program_from_args
@@ -60,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # report.json records the command that reproduces the run
     try:
         program = program_from_args(args)
         kernel = program.original if program else kernel_from_args(args)
@@ -133,7 +137,7 @@ def _tune(args, kernel, db, out: Path, backend=None) -> int:
                 f"last {sample.status}", tuner.backend.progress()))))
 
     tuner, result, paths = _run(lambda: Tuner(kernel, config, db, on_sample=progress, backend=backend), bar,
-                                report.write, out)
+                                partial(report.write, argv=args.argv), out)
     best = result.best
     if tuner.error is not None:
         print(f"error: {tuner.error}; the {len(result.samples)} samples done are in {paths['report']}",
@@ -200,7 +204,7 @@ def _tune_module(args, program, db, out: Path, backend=None) -> int:
             bar.set_postfix_str(tuner.backend.progress())
 
     tuner, result, paths = _run(lambda: ModuleTuner(program, _config(args), db, on_sample=progress, backend=backend),
-                                bar, report.write_module, out)
+                                bar, partial(report.write_module, argv=args.argv), out)
     naive = [t for t in program.tasks if t.kernel is None]
     notes = f"; {len(naive)} group(s) left naive" if naive else ""
     if result.stopped:

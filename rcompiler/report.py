@@ -1,7 +1,12 @@
-"""What a tuning run produced: summary data first, then JSON, transform IR and a plot."""
+"""What a tuning run produced: summary data first, then JSON, transform IR, a plot and report.html.
+
+    python -m rcompiler.report runs/.../report.json [--db runs/tuning.db]   # rebuild report.html
+"""
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 
 from rcompiler.search.tuner import TuneResult
@@ -98,12 +103,13 @@ def plot_best_so_far(series: dict[str, list[float]], path: Path, title: str) -> 
     plt.close(fig)
 
 
-def write(result: TuneResult, out_dir: str | Path) -> dict[str, Path]:
-    """best.mlir, report.json and best_so_far.png in out_dir."""
+def write(result: TuneResult, out_dir: str | Path, argv: list[str] | None = None) -> dict[str, Path]:
+    """best.mlir, report.json, best_so_far.png and report.html in out_dir; `argv`, the command line
+    of `python -m rcompiler.tune` that ran it, goes into the report."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"report": out / "report.json", "plot": out / "best_so_far.png"}
-    data = summary(result)
+    data = _with_command(summary(result), argv, out)
     paths["report"].write_text(json.dumps(data, indent=2))
     if result.best_script:
         paths["best"] = out / "best.mlir"
@@ -112,7 +118,25 @@ def write(result: TuneResult, out_dir: str | Path) -> dict[str, Path]:
                                  + result.best_script)
     label = result.config.strategy + (f"+{result.config.proposer}" if result.config.strategy == "mcts" else "")
     plot_best_so_far({label: data["best_so_far"]}, paths["plot"], result.kernel.label)
-    return paths
+    return paths | _write_page(data, out)
+
+
+def _with_command(data: dict, argv: list[str] | None, out: Path) -> dict:
+    if argv is None:
+        return data
+    from rcompiler.reproduce import command
+
+    return data | {"command": command(argv, out)}
+
+
+def _write_page(data: dict, out: Path) -> dict[str, Path]:
+    """report.html, from the report and the best.mlir beside it."""
+    from rcompiler.report_html import page
+
+    best = out / "best.mlir"
+    html = out / "report.html"
+    html.write_text(page(data, best.read_text() if best.is_file() else None))
+    return {"html": html}
 
 
 # -- module runs ---------------------------------------------------------------------
@@ -128,7 +152,9 @@ def module_summary(result) -> dict:
             "functions": o.instances, "ops": list(o.task.ops), "label": o.task.kernel.label,
             "loops": list(o.task.kernel.structure[o.task.kernel.main_index].sizes), "flops": o.task.kernel.flops,
             "weight": o.weight, "samples": len(r.samples) if r else 0,
-            "naive_seconds": r.naive_seconds if r else None, "best_seconds": best.seconds if best else None,
+            "kernel_fingerprint": r.kernel.fingerprint if r else None,  # its study, as the database names it
+            "naive_seconds": r.naive_seconds if r else None, "numpy_seconds": r.numpy_seconds if r else None,
+            "best_seconds": best.seconds if best else None,
             "speedup": best.speedup if best else None,
             "share_before": _share(o.weight, r.naive_seconds if r else None, naive_total),
             "share_after": _share(o.weight, best.seconds if best and in_program else (r.naive_seconds if r else None),
@@ -137,7 +163,8 @@ def module_summary(result) -> dict:
             "best_schedule_text": str(best.schedule) if best else None,
             "first_guess": _first_guess(r) if r else None,
             "status": ("in the program" if in_program else f"left naive: {result.dropped[o.task.key]}"
-                       if o.task.key in result.dropped else "no verified schedule"),
+                       if o.task.key in result.dropped else f"left naive: {o.error}" if o.error
+                       else "no verified schedule"),
             "stopped": r.stopped if r else None,
             "samples_detail": [_sample(s, lambda sec, k=o.task.kernel: k.flops / sec / 1e9 if sec else None)
                                for s in (r.samples if r else [])],
@@ -164,13 +191,13 @@ def _share(weight: int, seconds: float | None, total: float | None) -> float | N
     return weight * seconds / total if seconds and total else None
 
 
-def write_module(result, out_dir: str | Path) -> dict[str, Path]:
+def write_module(result, out_dir: str | Path, argv: list[str] | None = None) -> dict[str, Path]:
     """best.mlir (the module script), payload.mlir (the outlined module it applies to: upstream
     `mlir-opt payload.mlir --transform-preload-library=transform-library-paths=best.mlir
-    --transform-interpreter` reproduces the program), report.json and a plot per task."""
+    --transform-interpreter` reproduces the program), report.json, a plot per task and report.html."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = module_summary(result)
+    data = _with_command(module_summary(result), argv, out)
     paths = {"report": out / "report.json", "payload": out / "payload.mlir", "plot": out / "best_so_far.png"}
     paths["report"].write_text(json.dumps(data, indent=2))
     paths["payload"].write_text(result.program.kernel.payload)
@@ -183,4 +210,31 @@ def write_module(result, out_dir: str | Path) -> dict[str, Path]:
               if o.result and o.result.samples}
     if series:
         plot_best_so_far(series, paths["plot"], f"{result.program.name}: tasks")
-    return paths
+    return paths | _write_page(data, out)
+
+
+# -- python -m rcompiler.report: report.html again, from a report.json -------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rcompiler.report",
+                                     description="Rebuild report.html beside a run's report.json (and best.mlir).")
+    parser.add_argument("report", help="a run's report.json")
+    parser.add_argument("--db", help="tuning database: take each study's samples from it where it holds more than "
+                                     "the report")
+    args = parser.parse_args(argv)
+    from rcompiler.db import DatabaseError
+    from rcompiler.report_db import samples_from_db
+
+    path = Path(args.report)
+    try:
+        data = json.loads(path.read_text())
+        if args.db:
+            data = samples_from_db(data, args.db)
+    except (OSError, ValueError, KeyError, DatabaseError) as err:
+        print(f"error: {path}: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {_write_page(data, path.parent)['html']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
