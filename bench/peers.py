@@ -75,26 +75,23 @@ def _installed(*modules: str) -> bool:
 
 # --- IREE: the same Linalg, default llvm-cpu pipeline for the host, timed by iree-benchmark-module
 
-def iree_peer(source: str, func: str, inputs: tuple[ArgSpec, ...], work_dir: Path, threads: int = 1,
-              seed: int = 0) -> Peer:
-    if not _installed("iree.compiler", "iree.runtime"):
-        raise Skipped(f"IREE is not installed ({INSTALL})")
-    work_dir.mkdir(parents=True, exist_ok=True)
-    src, vmfb = work_dir / "iree.mlir", work_dir / "iree.vmfb"
-    src.write_text(source)
-    _run("iree-compile", [_tool("iree-compile"), "--iree-hal-target-device=local",
-                          "--iree-hal-local-target-device-backends=llvm-cpu", "--iree-llvmcpu-target-cpu=host",
-                          str(src), "-o", str(vmfb)])
-    rng = np.random.default_rng(seed)
-    args = []
-    for i, spec in enumerate(inputs):
-        path = work_dir / f"iree_in{i}.npy"
-        np.save(path, rng.uniform(-1, 1, spec.shape).astype(spec.dtype))
-        args.append(f"--input=@{path}")
-    device = (["--device=local-sync"] if threads == 1 else
-              ["--device=local-task", f"--task_topology_cpu_ids={','.join(map(str, _pin(threads)))}"])
+IREE_FLAGS = ["--iree-hal-target-device=local", "--iree-hal-local-target-device-backends=llvm-cpu",
+              "--iree-llvmcpu-target-cpu=host"]
+
+
+def iree_compile(src: Path, vmfb: Path) -> None:
+    _run("iree-compile", [_tool("iree-compile"), *IREE_FLAGS, str(src), "-o", str(vmfb)])
+
+
+def iree_device(threads: int) -> list[str]:
+    return (["--device=local-sync"] if threads == 1 else
+            ["--device=local-task", f"--task_topology_cpu_ids={','.join(map(str, _pin(threads)))}"])
+
+
+def iree_timer(vmfb: Path, func: str, args: list[str], threads: int, repetitions: int = 5) -> Callable[[], float]:
+    """Seconds of one call by iree-benchmark-module (the best repetition), pinned as the others."""
     command = [*_taskset(threads), _tool("iree-benchmark-module"), f"--module={vmfb}", f"--function={func}",
-               *device, *args, "--benchmark_repetitions=5", "--benchmark_format=json"]
+               *iree_device(threads), *args, f"--benchmark_repetitions={repetitions}", "--benchmark_format=json"]
 
     def timer() -> float:
         out = _run("iree-benchmark-module", command)
@@ -102,7 +99,24 @@ def iree_peer(source: str, func: str, inputs: tuple[ArgSpec, ...], work_dir: Pat
         scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[runs[0]["time_unit"]]
         return min(b["real_time"] for b in runs) * scale
 
-    return Peer(f"IREE {version('iree-base-compiler')}", timer)
+    return timer
+
+
+def iree_peer(source: str, func: str, inputs: tuple[ArgSpec, ...], work_dir: Path, threads: int = 1,
+              seed: int = 0) -> Peer:
+    if not _installed("iree.compiler", "iree.runtime"):
+        raise Skipped(f"IREE is not installed ({INSTALL})")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    src, vmfb = work_dir / "iree.mlir", work_dir / "iree.vmfb"
+    src.write_text(source)
+    iree_compile(src, vmfb)
+    rng = np.random.default_rng(seed)
+    args = []
+    for i, spec in enumerate(inputs):
+        path = work_dir / f"iree_in{i}.npy"
+        np.save(path, rng.uniform(-1, 1, spec.shape).astype(spec.dtype))
+        args.append(f"--input=@{path}")
+    return Peer(f"IREE {version('iree-base-compiler')}", iree_timer(vmfb, func, args, threads))
 
 
 def iree_kernel(kernel: Kernel, work_dir: Path, threads: int = 1) -> Peer:
