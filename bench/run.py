@@ -5,8 +5,10 @@ first B samples are what a budget of B would have drawn (the searches are
 deterministic given their seed). Each strategy has its own database, so no
 strategy is handed another's measurements. Each strategy's best schedules are
 then timed again in rounds interleaved with each other and NumPy, and the minimum
-kept, so ratios come from one run on one machine state. Writes results.json, table.md and one plot
-per kernel into the results folder; --update-readme puts the table in README.md.
+kept, so ratios come from one run on one machine state. Writes results.json (everything),
+summary.json (what the table is built from: `python -m bench.summarize FOLDER` prints it again),
+table.md and one plot per kernel into the results folder; --update-readme puts the table in
+README.md.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from rcompiler.transforms import Schedule
 
 from . import peers
 from .common import interleaved, peak_gflops
-from .summarize import best_index, markdown, summarize
+from .summarize import best_index, markdown, summarize, write_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -220,6 +222,7 @@ def compare(mode_name: str, plan: dict, out: Path, llm: dict | None, log) -> str
     results = summarize(runs, timings, plan["budgets"])
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": results, "timings": timings,
                                                   "runs": [r.__dict__ for r in runs]}, indent=1, default=str))
+    write_summary(out, {"meta": meta, "results": results})  # what the table is built from (kept in git)
     for klabel in kernels:
         series = {}
         for strat in sorted({r.strategy for r in runs}):

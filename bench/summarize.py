@@ -1,8 +1,16 @@
-"""Turn tuning runs and interleaved re-timings into numbers and a Markdown table."""
+"""Turn tuning runs and interleaved re-timings into numbers and a Markdown table.
+
+`python -m bench.summarize FOLDER...` prints the table of bench runs (`python -m bench.run`)
+again from each folder's summary.json (the meta and summary that bench.run writes beside its
+raw results.json; the one kept in git) or, without it, from results.json. It measures nothing.
+"""
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 from collections import Counter
+from pathlib import Path
 
 HEADLINE = "mcts+heuristic"
 BASELINES = ("random", "evolutionary")
@@ -224,3 +232,37 @@ def peer_table(results: dict, meta: dict) -> list[str]:
     lines += ["", "Peers: " + "; ".join(versions.values()) + "."]
     lines += [f"Not timed: {why} ({', '.join(ks)})." for why, ks in skipped.items()]
     return lines
+
+
+def load(folder: Path) -> dict:
+    """A bench run's meta and summary, what its table is built from: summary.json, else results.json."""
+    for name in ("summary.json", "results.json"):
+        if (folder / name).is_file():
+            data = json.loads((folder / name).read_text())
+            return {"meta": data["meta"], "results": data["results"]}
+    raise SystemExit(f"{folder}: no summary.json or results.json (python -m bench.run writes them)")
+
+
+def write_summary(folder: Path, data: dict) -> None:
+    """summary.json: the meta and summary of a run (no raw runs or re-timings), formatted as results.json."""
+    summary = {"meta": data["meta"], "results": data["results"]}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.summarize", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="a bench run's results folder")
+    p.add_argument("--write-summary", action="store_true",
+                   help="also (re)write each folder's summary.json from what was read (e.g. from results.json)")
+    args = p.parse_args(argv)
+    for folder in args.folders:
+        data = load(folder)
+        if args.write_summary:
+            write_summary(folder, data)
+        print(markdown(data["results"], data["meta"]), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

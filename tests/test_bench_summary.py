@@ -94,12 +94,15 @@ def test_table_says_how_much_was_measured_now():
     assert "which measured" not in markdown(summarize(runs, _retimed(runs), (2,)), meta | {"measured_now": 6})
 
 
-def test_bench_run_end_to_end_on_a_tiny_plan(tmp_path, monkeypatch):
+def test_bench_run_end_to_end_on_a_tiny_plan(tmp_path, monkeypatch, capsys):
     """`python -m bench.run` for real (tuning, interleaved re-timing, table, plots) on one small
-    kernel; a second invocation on the same folder replays instead of measuring."""
+    kernel; a second invocation on the same folder replays instead of measuring; its summary.json
+    alone builds the table again (`python -m bench.summarize`)."""
     import json
+    import shutil
 
     import bench.run
+    import bench.summarize
 
     monkeypatch.setattr(bench.run, "QUICK", {"kernels": [("matmul", (64, 64, 64))], "budgets": (2, 3), "seeds": (0,)})
     assert bench.run.main(["--quick", "--out", str(tmp_path)]) == 0
@@ -113,6 +116,14 @@ def test_bench_run_end_to_end_on_a_tiny_plan(tmp_path, monkeypatch):
     again = json.loads((tmp_path / "results.json").read_text())
     assert again["meta"]["measured_now"] == 0
     assert "which measured 0 of the 12 samples" in (tmp_path / "table.md").read_text()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary == {"meta": again["meta"], "results": again["results"]}
+    kept = tmp_path / "kept"  # what git keeps of a results folder: its summary.json only
+    kept.mkdir()
+    shutil.copy(tmp_path / "summary.json", kept)
+    capsys.readouterr()
+    assert bench.summarize.main([str(kept)]) == 0
+    assert capsys.readouterr().out == (tmp_path / "table.md").read_text()
     # Strategies do not share measurements: each has its own database with only its own studies.
     import sqlite3
     for strategy in ("mcts+heuristic", "mcts+random", "random", "evolutionary"):
