@@ -8,7 +8,7 @@ then timed again in rounds interleaved with each other and NumPy, and the minimu
 kept, so ratios come from one run on one machine state. Writes results.json (everything),
 summary.json (what the table is built from: `python -m bench.summarize FOLDER` prints it again),
 table.md and one plot per kernel into the results folder; --update-readme puts the table in
-README.md.
+docs/benchmarks.md (README.md shows its headline rows).
 """
 from __future__ import annotations
 
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, help="number of seeds (overrides the mode's)")
     p.add_argument("--llm-base-url", help="also run MCTS + LLM against this endpoint ('local' for SmolLM2)")
     p.add_argument("--llm-model")
-    p.add_argument("--update-readme", action="store_true", help="replace the results table in README.md")
+    p.add_argument("--update-readme", action="store_true", help="replace the results tables in docs/benchmarks.md")
     p.add_argument("--kernels", type=lambda s: set(s.split(",")), metavar="NAME[,NAME...]",
                    help="only the mode's kernels of these names (e.g. conv2d,flux_vae_conv), to re-measure part "
                    "of a set; not with --update-readme, whose tables stand for the whole set")
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
                    "list (default; --full: matmul 512^3, 1024^3 and the conv), every kernel, or none")
     args = p.parse_args(argv)
     if args.kernels and args.update_readme:
-        p.error("--kernels measures part of a set: its table cannot replace the README's")
+        p.error("--kernels measures part of a set: its table cannot replace those of docs/benchmarks.md")
     plan = dict(QUICK if args.quick else HELDOUT if args.heldout else FULL)
     plan["tvm"] = {"plan": plan.get("tvm", []), "all": plan["kernels"], "none": []}[args.tvm]
     if args.seeds:
@@ -251,7 +251,8 @@ def _slug(text: str) -> str:
 
 
 def update_readme(table: str, out: Path, marker: str = "bench") -> None:
-    readme = ROOT / "README.md"
+    """Put the table between its markers in docs/benchmarks.md (appended when they are missing)."""
+    readme = ROOT / "docs" / "benchmarks.md"
     text = readme.read_text()
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out

@@ -144,7 +144,8 @@ def test_the_held_out_set_covers_what_it_promises_and_runs_in_its_own_table(tmp_
     assert any(k.kind == "conv2d" and k.dims.get("dilation", 1) > 1 for k in kernels)
     assert not {(n, s) for n, s in bench.run.HELDOUT["kernels"]} & {(n, s) for n, s in bench.run.FULL["kernels"]}
     monkeypatch.setattr(bench.run, "HELDOUT", {"kernels": [("matmul", (24, 40, 56))], "budgets": (2,), "seeds": (0,)})
-    readme = tmp_path / "README.md"
+    readme = tmp_path / "docs" / "benchmarks.md"
+    readme.parent.mkdir()
     readme.write_text("intro\n<!-- heldout:start -->\nold\n<!-- heldout:end -->\n")
     monkeypatch.setattr(bench.run, "ROOT", tmp_path)
     assert bench.run.main(["--heldout", "--out", str(tmp_path / "h"), "--update-readme"]) == 0
@@ -154,7 +155,7 @@ def test_the_held_out_set_covers_what_it_promises_and_runs_in_its_own_table(tmp_
 
 def test_bench_run_on_part_of_a_set(tmp_path, monkeypatch):
     """--kernels re-measures some of a set's kernels (after a codegen change that touches only
-    them); it never replaces the README's tables, which stand for the whole set."""
+    them); it never replaces the tables of docs/benchmarks.md, which stand for the whole set."""
     import json
 
     import bench.run
