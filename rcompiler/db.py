@@ -149,6 +149,20 @@ class Database:
         return cur.lastrowid
 
     @_guarded
+    def study_config(self, study: int) -> dict:
+        row = self.conn.execute("SELECT config FROM studies WHERE id=?", (study,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
+    @_guarded
+    def set_study_config(self, study: int, config: dict) -> None:
+        self.conn.execute("UPDATE studies SET config=? WHERE id=?", (json.dumps(config), study))
+
+    @_guarded
+    def kernels(self, hardware: str) -> list[tuple[str, str]]:
+        """(kernel fingerprint, label) of every kernel studied on this hardware."""
+        return self.conn.execute("SELECT DISTINCT kernel, label FROM studies WHERE hardware=?", (hardware,)).fetchall()
+
+    @_guarded
     def add_sample(self, study: int, seq: int, schedule_key: str, parent_key: str | None,
                    proposer: str, rationale: str) -> None:
         self.conn.execute("INSERT OR IGNORE INTO samples VALUES (?,?,?,?,?,?,?)",

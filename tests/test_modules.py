@@ -211,6 +211,21 @@ def test_a_budget_smaller_than_a_round_per_task_still_reaches_every_task(tmp_pat
     assert len(result.parts) == 2, result.dropped
 
 
+def test_a_task_starts_from_the_best_schedule_of_a_similar_one_and_resumes_the_same(tmp_path):
+    """The MLP's second Linear (other shapes) is offered the first one's best schedule as it
+    stood when its own first round began; running again replays the very same search."""
+    first = rcompiler.tune(str(MLP), budget=8, min_time=0.01, db=tmp_path / "t.db")
+    one, two = (o.result.samples for o in first.tasks)
+    transferred = [s for s in two if "similar task" in s.rationale]
+    assert len(transferred) == 1 and first.tasks[0].task.kernel.label in transferred[0].rationale
+    assert transferred[0].schedule.key in {s.key for s in one if s.status == "ok"}
+    assert not any("similar task" in s.rationale for s in one)  # nothing like it was tuned before
+    again = rcompiler.tune(str(MLP), budget=8, min_time=0.01, db=tmp_path / "t.db")
+    assert [[s.key for s in o.result.samples] for o in again.tasks] == [[s.key for s in o.result.samples]
+                                                                         for o in first.tasks]
+    assert sum(not s.reused for o in again.tasks for s in o.result.samples) == 0
+
+
 def test_a_killed_module_run_resumes_with_nothing_measured_twice(tmp_path):
     db = tmp_path / "t.db"
     proc = subprocess.Popen(tune_cmd(tmp_path, str(ATTENTION), budget=16), stdout=subprocess.DEVNULL,

@@ -24,6 +24,7 @@ from .context import Evaluated, Proposal
 from .heuristic import HeuristicProposer
 from .mcts import MCTS
 from .random_proposer import RandomProposer
+from .warm_start import WarmStart, choose, family
 
 STRATEGIES = ("mcts", "random", "evolutionary")
 EARLY_TIMEOUTS = 3  # a run whose first this many candidates all time out stops
@@ -42,6 +43,9 @@ class TuneConfig:
     children: int = 4
     limits: Limits = field(default_factory=Limits)
     llm: dict = field(default_factory=dict)  # options for the llm proposer
+    # MCTS starts from the best schedules of similar kernels in the database (search/warm_start.py);
+    # the module tuner sets it for a model's tasks
+    warm_start: bool = False
 
 
 @dataclass
@@ -112,14 +116,17 @@ def fastest(samples: list[SampleRecord]) -> SampleRecord | None:
     return min(ok, key=lambda s: (s.seconds, s.key)) if ok else None
 
 
-def make_strategy(kernel: Kernel, hardware: Hardware, config: TuneConfig, db: Database):
+def make_strategy(kernel: Kernel, hardware: Hardware, config: TuneConfig, db: Database,
+                  transfers: list | None = None):
     if config.strategy == "random":
         return RandomSearch(kernel, hardware, config.threads, config.seed, config.children)
     if config.strategy == "evolutionary":
         return Evolutionary(kernel, hardware, config.threads, config.seed)
     if config.strategy == "mcts":
-        return MCTS(kernel, hardware, make_proposer(config, db), config.threads, config.seed,
-                    config.exploration, config.children)
+        proposer = make_proposer(config, db)
+        if transfers:
+            proposer = WarmStart(proposer, transfers)
+        return MCTS(kernel, hardware, proposer, config.threads, config.seed, config.exploration, config.children)
     raise ValueError(f"unknown strategy {config.strategy!r}; choose from {', '.join(STRATEGIES)}")
 
 
@@ -216,11 +223,31 @@ class Tuner:
         self.limits = self.config.limits.fitted(naive.get("build_seconds"), naive.get("run_seconds"))
         if self._measurer is not None:
             self._measurer.limits = self.limits
-        self.strategy = make_strategy(self.kernel, self.hardware, self.config, self.db)
+        if not self.config.warm_start:
+            self.strategy = make_strategy(self.kernel, self.hardware, self.config, self.db)
+        # else made at the first sample, when the tasks tuned before this one are in the database
+
+    def _warm_strategy(self):
+        """The strategy, with the transfers this study chose when it was new (kept in its config)."""
+        config = self.db.study_config(self.study)
+        if "warm_start" not in config:
+            mine = family(self.kernel.label)
+            candidates = []
+            for kfp, label in self.db.kernels(self.hardware.fingerprint):
+                if kfp != self.kernel.fingerprint and label and family(label) == mine:
+                    found = self.db.best(kfp, self.hardware.fingerprint)
+                    if found is not None:
+                        candidates.append((label, found[0]))
+            config["warm_start"] = choose(self.kernel, candidates)
+            self.db.set_study_config(self.study, config)
+        return make_strategy(self.kernel, self.hardware, self.config, self.db,
+                             [tuple(t) for t in config["warm_start"]])
 
     def advance(self, n: int) -> int:
         """Draw up to `n` more samples (fewer when the search runs dry or stops); how many came."""
         cfg, before = self.config, len(self.samples)
+        if self.strategy is None:
+            self.strategy = self._warm_strategy()
         target = min(cfg.budget, before + n)
         stuck = 0
         while len(self.samples) < target and self.stopped is None:
