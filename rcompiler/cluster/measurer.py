@@ -89,7 +89,7 @@ class RayMeasurer(MeasurerBase):
                         break
                     i, built, builder, requeues = to_run.popleft()
                     task = RunTask(built.llvm_ir, self.kernel.func_name, self.kernel.args, None, self.kernel.tolerance,
-                                   seed=self.seed, min_time=self.limits.min_time, max_time=run_limit / 2,
+                                   seed=self.seed, min_time=self.limits.min_time, max_time=self.limits.timing_limit if self.limits.max_timing is not None else run_limit / 2,
                                    return_outputs=return_outputs, cutoff=cutoff, cold=self.kernel.cold_cache)
                     running[actor.run.remote(task, reference, run_limit)] = (i, built, builder, requeues, actor)
                 pending = [*building, *running]

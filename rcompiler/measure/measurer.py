@@ -54,6 +54,7 @@ class Limits:
     compile_seconds: float | None = None
     run_seconds: float | None = None
     min_time: float = 0.2  # seconds of repeated runs per timing
+    max_timing: float | None = None  # at most this many seconds of them (None: half the run limit)
 
     @property
     def compile_limit(self) -> float:
@@ -62,6 +63,10 @@ class Limits:
     @property
     def run_limit(self) -> float:
         return self.run_seconds or UNFITTED_SECONDS
+
+    @property
+    def timing_limit(self) -> float:
+        return self.max_timing if self.max_timing is not None else self.run_limit / 2
 
     def fitted(self, naive_build: float | None, naive_run: float | None) -> "Limits":
         """Limits that scale with the work, from how long the naive lowering took to build, and
@@ -74,7 +79,7 @@ class Limits:
             return min(UNFITTED_SECONDS, max(60.0, factor * measured))
 
         return Limits(fit(self.compile_seconds, naive_build, 40), fit(self.run_seconds, naive_run, 10),
-                      self.min_time)
+                      self.min_time, self.max_timing)
 
 
 def init_worker(cpus: set[int] | None, parent_pid: int) -> None:
@@ -239,7 +244,7 @@ class Measurer(MeasurerBase):
     def _schedule_run(self, built: BuildResult, cand: Candidate, reference, return_outputs: bool = False,
                       cutoff: float | None = None):
         task = RunTask(built.llvm_ir, self.kernel.func_name, self.kernel.args, reference, self.kernel.tolerance,
-                       seed=self.seed, min_time=self.limits.min_time, max_time=self.limits.run_limit / 2,
+                       seed=self.seed, min_time=self.limits.min_time, max_time=self.limits.timing_limit,
                        threads=cand.threads, return_outputs=return_outputs, cutoff=cutoff, cold=self.kernel.cold_cache)
         pool = self._runner
         if cand.threads > 1:

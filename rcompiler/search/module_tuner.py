@@ -107,7 +107,7 @@ class ModuleTuner:
             groups.setdefault(task.key, TaskOutcome(task, [])).instances.append(task.name)
         self.outcomes = list(groups.values())
         # Each task is an open-ended study; the module's budget and time budget rule.
-        task_config = replace(config, budget=10**9, time_budget=None)
+        task_config = replace(config, budget=10**9, time_budget=None, warm_start=config.strategy == "mcts")
         # A program whose data outgrow the last-level cache meets its weights in memory on every
         # call; its tasks are timed so too, or the search favours schedules that only pay off
         # with warm caches (packing a weight matrix on every call, for one).
@@ -121,7 +121,12 @@ class ModuleTuner:
         result = ModuleResult(self.program, self.hardware, self.config, self.outcomes)
         try:
             self._tune_tasks(start)
-            self._compose_and_measure(result)
+            try:
+                self._compose_and_measure(result)
+            except WorkerPoolError:
+                raise
+            except RuntimeError as err:  # what the tasks measured is kept, and reported
+                result.stopped = f"the program could not be composed: {err}"
         except Interrupted as interrupt:
             result.stopped = f"{interrupt} after {sum(len(t.samples) for t in self.tuners)} samples"
             self.interrupt = interrupt
@@ -213,10 +218,12 @@ class ModuleTuner:
                 del best[o.task.key]
                 result.dropped[o.task.key] = (f"no faster than its naive lowering ({t.best_seconds * 1e3:.3g} ms "
                                               f"vs {t.naive_seconds * 1e3:.3g} ms)")
-        limits = self.tuners[0].limits if self.tuners else self.config.limits
-        with self.backend.measurer(self.program.original, limits) as original:
-            reference = original.reference()
-            result.naive_seconds = self._baseline(original)
+        # The whole program is not one of its tasks: the time limits the user gave (else the
+        # unfitted ones), and its naive lowering run as few times as gives outputs and a time.
+        limits = self.config.limits
+        naive = replace(limits, min_time=0.0, max_timing=0.0)
+        with self.backend.measurer(self.program.original, naive) as original:
+            reference, result.naive_seconds = self._naive(original)
         with self.backend.measurer(self.program.kernel, limits) as measurer:
             measurer.use_reference(reference)
             measured = self._measure(measurer, best)
@@ -248,12 +255,15 @@ class ModuleTuner:
         self.db.record_measurement(kfp, hfp, key, [{"task": k, "schedule": s.to_json()} for k, s in parts.items()], m)
         return m
 
-    def _baseline(self, original: MeasurerBase) -> float | None:
+    def _naive(self, original: MeasurerBase) -> tuple[list, float | None]:
+        """The program's naive outputs (what every composition is verified against) and its
+        naive time (stored: measured once per program and machine)."""
+        m = original.measure(Candidate(None), verify=False, return_outputs=True)
+        if not m.ok:
+            raise RuntimeError(f"the model does not run without transforms: {m.status.value}: {m.reason}")
         kfp, hfp = self.program.original.fingerprint, self.hardware.fingerprint
         stored = self.db.baseline(kfp, hfp, "naive")
         if stored is not None:
-            return stored[0]
-        m = original.measure_naive()
-        seconds = m.seconds if m.ok else None
-        self.db.record_baseline(kfp, hfp, "naive", seconds, {"status": m.status.value, "reason": m.reason})
-        return seconds
+            return m.extra.pop("outputs"), stored[0]
+        self.db.record_baseline(kfp, hfp, "naive", m.seconds, {"status": m.status.value, "reason": m.reason})
+        return m.extra.pop("outputs"), m.seconds
