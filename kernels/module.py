@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from .base import Kernel, KernelError
 from .user import kernel_from_mlir
 
+TASK_PREFIX = "task_"  # the outlined functions are task_0, task_1, ...
 FREE_OPS = ("arith.constant", "tensor.empty")  # rematerialised in each task that uses them
 FILL_OPS = ("linalg.fill", "linalg.copy", "linalg.broadcast")  # initialise an anchor's output
 
@@ -90,8 +91,8 @@ def load_program(text: str, func_name: str | None = None, name: str | None = Non
         groups = partition(list(entry.regions[0].blocks[0].operations))
         names = []
         for i, group in enumerate(groups):
-            _outline(ir, module, group, f"task_{i}")
-            names.append((f"task_{i}", tuple(op.name for op in group)))
+            _outline(ir, module, group, f"{TASK_PREFIX}{i}")
+            names.append((f"{TASK_PREFIX}{i}", tuple(op.name for op in group)))
         passmanager.PassManager.parse("builtin.module(canonicalize,cse)").run(module.operation)
         module.operation.verify()
         naive_ops = tuple(op.name for op in _walk_linalg(entry))

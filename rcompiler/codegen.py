@@ -25,6 +25,9 @@ OP_VERSIONS = {
     "math.erfc": 1, "math.cbrt": 1, "math.asinh": 1, "math.acosh": 1, "math.atanh": 1,
     "math.tanh": 1,  # 1: an f32 polynomial that vectorizes, not one libm call per element
     '"reduction"': 1,  # a generic reduction (its iterator list); 1: its lane reductions are reassociated
+    # a program of outlined tasks (kernels/module.py); 1: each task stays a function of its own,
+    # called with its output buffers and not inlined
+    "@task_": 1,
 }
 
 

@@ -3,6 +3,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rcompiler.kernels import get_kernel
 from rcompiler.kernels.base import ArgSpec, Kernel
@@ -195,3 +196,15 @@ def test_measure_command_prints_status_time_gflops_and_baselines():
     bad = subprocess.run([sys.executable, "-m", "rcompiler.measure", "--kernel", "matmul", "--shape", "8,8",
                           "--script", str(DATA / "tiled_matmul_256.mlir")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: kernel matmul takes shape M,N,K")
+
+
+def test_verification_agrees_where_the_reference_is_not_finite_too_and_nowhere_else():
+    """A task's random inputs can take a LayerNorm's rsqrt below zero: where the naive lowering
+    gives NaN, a candidate that gives NaN there agrees; a NaN anywhere else is a wrong result."""
+    from rcompiler.measure.runner import max_relative_error
+
+    ref = np.array([1.0, np.nan, np.inf, 2.0])
+    assert max_relative_error([np.array([1.0, np.nan, np.inf, 2.0], np.float32)], [ref]) == 0.0
+    assert max_relative_error([np.array([1.0, 5.0, np.inf, 2.0], np.float32)], [ref]) == float("inf")
+    assert max_relative_error([np.array([1.0, np.nan, np.inf, np.nan], np.float32)], [ref]) == float("inf")
+    assert max_relative_error([np.array([1.0, np.nan, np.inf, 2.5], np.float32)], [ref]) == pytest.approx(0.25)
