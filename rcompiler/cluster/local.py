@@ -24,6 +24,7 @@ from .nodes import RUNNER_RESOURCE
 
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 START_SECONDS = 120.0
+START_ATTEMPTS = 3
 
 
 class LocalCluster(NamedTuple):
@@ -77,6 +78,25 @@ def _runners_registered(address: str, want: int) -> bool:
         ray.shutdown()
 
 
+def _runner_node(core: int, address: str, nodes: list[subprocess.Popen], joined: int) -> subprocess.Popen:
+    """Start one runner node and wait until it has joined. Nodes start one at a time, and a
+    node whose raylet missed Ray's own fixed 30 s registration window (a cold disk, the
+    other core busy) is started again, rather than failing the whole cluster."""
+    for attempt in range(START_ATTEMPTS):
+        node = _node([core], f"--address={address}", "--num-cpus=1",
+                     f'--resources={{"{RUNNER_RESOURCE}": 1}}')
+        try:
+            _until(lambda: _runners_registered(address, joined), [*nodes, node], "a runner node did not join")
+            return node
+        except RuntimeError as error:
+            with contextlib.suppress(ProcessLookupError):  # its raylet may outlive `ray start`
+                os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+            if attempt + 1 == START_ATTEMPTS or "timed out during startup" not in str(error):
+                raise
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def local_cluster(builder_cores: list[int], runner_cores: list[int]) -> Iterator[LocalCluster]:
     """Start the cluster; yield its addresses once every node has joined; stop it."""
@@ -88,10 +108,8 @@ def local_cluster(builder_cores: list[int], runner_cores: list[int]) -> Iterator
                            f"--ray-client-server-port={client_port}", f"--num-cpus={len(builder_cores)}",
                            "--include-dashboard=false"))
         _until(lambda: _listening(port), nodes, "the head did not start")
-        for core in runner_cores:
-            nodes.append(_node([core], f"--address={address}", "--num-cpus=1",
-                               f'--resources={{"{RUNNER_RESOURCE}": 1}}'))
-        _until(lambda: _runners_registered(address, len(runner_cores)), nodes, "the runner nodes did not join")
+        for joined, core in enumerate(runner_cores, start=1):
+            nodes.append(_runner_node(core, address, nodes, joined))
         yield LocalCluster(address, f"ray://127.0.0.1:{client_port}")
     finally:
         for node in reversed(nodes):  # each node's session holds its raylet, workers and actors
