@@ -146,6 +146,15 @@ def onnxruntime_peer(onnx_path: Path, inputs: dict[str, np.ndarray], threads: in
     return _Worker("ONNX Runtime", spec, threads, timeout).peer(repeats, work_dir)
 
 
+def artifact_peer(library: Path, inputs: dict[str, np.ndarray], repeats: int = REPEATS,
+                  timeout: float = 600) -> ModelPeer:
+    """rcompiler's exported shared library (rcompiler.export), served by rcompiler.runtime, one thread,
+    timed as ONNX Runtime is: a process of its own, outputs allocated by each call."""
+    work_dir = _scratch("artifact-")
+    spec = {"kind": "artifact", "library": str(library), "inputs": str(_save_inputs(inputs, work_dir))}
+    return _Worker("rcompiler artifact", spec, 1, timeout).peer(repeats, work_dir)
+
+
 def torch_model_peer(name: str, threads: int = 1, compiled: bool = False, repeats: int = REPEATS,
                      timeout: float = 3600) -> ModelPeer:
     """PyTorch eager or torch.compile (default mode) of the zoo's module, seeded as the ONNX export."""

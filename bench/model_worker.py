@@ -2,13 +2,15 @@
 
     python -m bench.model_worker '{"kind": "onnxruntime", "onnx": PATH, "inputs": NPZ, "threads": 1}'
     python -m bench.model_worker '{"kind": "torch", "model": "bert", "threads": 1, "compiled": true}'
+    python -m bench.model_worker '{"kind": "artifact", "library": "bert.so", "inputs": NPZ}'
 
 It prepares the model once (loads the session, builds the module, torch.compile compiles on
 the warm-up calls), replies {"version": ...}, then answers one JSON request a line on stdin:
 {"do": "time", "repeats": N} -> {"seconds": best of N calls after a warm-up call};
 {"do": "outputs", "path": P} -> the outputs saved to P (.npz, in order) -> {"ok": true}.
 Errors reply {"error": one line}. It exits when stdin closes. Replies are the only lines on
-its stdout: what the libraries print goes to stderr. Imports no MLIR bindings.
+its stdout: what the libraries print goes to stderr. Imports no MLIR bindings (an rcompiler
+artifact is loaded by rcompiler.runtime, which needs none).
 """
 from __future__ import annotations
 
@@ -57,6 +59,21 @@ def _torch(spec):
     return call, to_numpy, f"PyTorch {torch.__version__.split('+')[0]}" + (" compile" if spec["compiled"] else " eager")
 
 
+def _artifact(spec):
+    from rcompiler.runtime import load  # NumPy and the library: no MLIR in this process
+
+    model = load(spec["library"])
+    with np.load(spec["inputs"]) as data:
+        arrays = list(data.values())
+
+    def call():
+        return model(*arrays)
+
+    def to_numpy(out):
+        return list(out) if isinstance(out, tuple) else [out]
+    return call, to_numpy, f"rcompiler {model.metadata['rcompiler']} artifact"
+
+
 def _best(call, repeats: int) -> float:
     call()  # warm-up: the process sat idle while the other peers ran
     best = float("inf")
@@ -76,7 +93,7 @@ def main() -> None:
     os.dup2(2, 1)  # library prints go to stderr; stdout carries the replies alone
     spec = json.loads(sys.argv[1])
     try:
-        call, to_numpy, version = {"onnxruntime": _onnxruntime, "torch": _torch}[spec["kind"]](spec)
+        call, to_numpy, version = {"onnxruntime": _onnxruntime, "torch": _torch, "artifact": _artifact}[spec["kind"]](spec)
         for _ in range(2):  # warm-up; torch.compile compiles here
             call()
         reply.write(json.dumps({"version": version}) + "\n")

@@ -6,6 +6,7 @@
     C = fn(A, B)
 """
 from .api import apply_best, compile, import_onnx, tune  # noqa: A004
+from .export import export
 
 __version__ = "0.1.0"
-__all__ = ["tune", "compile", "apply_best", "import_onnx"]
+__all__ = ["tune", "compile", "apply_best", "import_onnx", "export"]

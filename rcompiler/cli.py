@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply-best", action="store_true",
                    help="no tuning: write the best schedule the database knows for this kernel here")
     p.add_argument("--quiet", action="store_true", help="no progress bar; print only the result line")
+    p.add_argument("--export", metavar="FILE.so", help="also write the best program as a shared library that serves "
+                   "without the compiler, with its C header beside it (load it with rcompiler.runtime.load)")
     p.add_argument("--cluster", nargs="?", const="auto", metavar="ADDRESS",
                    help="build and time on a Ray cluster (the ray extra): its head's HOST:PORT, ray://HOST:PORT, "
                         "or auto (the default: $RAY_ADDRESS, or the cluster this machine is in)")
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.apply_best:
         if program is not None:
             fail("--apply-best takes a single kernel; a module's best program is its run's best.mlir and payload.mlir")
-        return _apply_best(kernel, db, out)
+        return _apply_best(args, kernel, db, out)
     if args.cluster is None:
         return _tune_module(args, program, db, out) if program is not None else _tune(args, kernel, db, out)
     return _tune_on_cluster(args, kernel, program, db, out)
@@ -156,7 +158,7 @@ def _tune(args, kernel, db, out: Path, backend=None) -> int:
           f"{vs_numpy}, sample {best.seq + 1} of {len(result.samples)} (first guess {first_text}): {best.schedule}")
     if not args.quiet:
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
-    return tuner.interrupt.exit_code if tuner.interrupt else 0
+    return _export(args, result) or (tuner.interrupt.exit_code if tuner.interrupt else 0)
 
 
 def _run(make_tuner, bar, write, out: Path):
@@ -218,10 +220,10 @@ def _tune_module(args, program, db, out: Path, backend=None) -> int:
           f"{result.samples} samples")
     if not args.quiet:
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
-    return tuner.interrupt.exit_code if tuner.interrupt else 0
+    return _export(args, result) or (tuner.interrupt.exit_code if tuner.interrupt else 0)
 
 
-def _apply_best(kernel, db, out: Path) -> int:
+def _apply_best(args, kernel, db, out: Path) -> int:
     from rcompiler.hardware import detect
     from rcompiler.transforms import Schedule, render
 
@@ -232,6 +234,21 @@ def _apply_best(kernel, db, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "best.mlir").write_text(render(schedule, kernel).text)
     print(f"{kernel.label}: {kernel.flops / m.seconds / 1e9:.1f} GFLOP/s with {schedule}; wrote {out / 'best.mlir'}")
+    return _export(args, kernel, schedule)
+
+
+def _export(args, what, schedule=None) -> int:
+    """--export: the best program as a library; a failure is reported, the measurements stay."""
+    if not args.export:
+        return 0
+    from rcompiler.export import ExportError, export
+
+    try:
+        done = export(what, args.export, schedule, threads=args.threads)
+    except ExportError as err:
+        print(f"error: --export: {err}; the measurements are kept in {args.db}", file=sys.stderr)
+        return 1
+    print(f"exported {done.library} and {done.header}")
     return 0
 
 
