@@ -64,7 +64,8 @@ def test_model_end_to_end_against_peers(model, benchmark):
     held = {}
 
     database = work / "tuning.db"  # kept for bench/test_serving.py; each run tunes afresh
-    database.unlink(missing_ok=True)
+    for stale in (database, database.with_name("tuning.db-wal"), database.with_name("tuning.db-shm")):
+        stale.unlink(missing_ok=True)
 
     def tune():
         config = TuneConfig(budget=BUDGET, time_budget=TUNING_LIMIT)
