@@ -9,6 +9,8 @@ truncated, constants are rewritten, and functions take and return i8 where they 
 """
 from __future__ import annotations
 
+from .structure import walk
+
 from .base import KernelError
 
 MOVES = {"linalg.fill", "linalg.copy", "linalg.transpose", "linalg.broadcast"}  # their bodies yield what they read
@@ -25,7 +27,7 @@ def widen_booleans(module) -> None:
             return ir.RankedTensorType.get(ir.RankedTensorType(t).shape, i8)
         return t
 
-    for op in list(_walk(module.operation)):  # listed first: the rewrite inserts ops
+    for op in list(walk(module.operation)):  # listed first: the rewrite inserts ops
         name = op.name
         if name == "func.func":
             _widen_signature(ir, op, widened)
@@ -135,11 +137,3 @@ def _after(ir, op):
     ops = list(block.operations)
     index = next(i for i, o in enumerate(ops) if o.operation == op.operation)
     return ir.InsertionPoint(ops[index + 1]) if index + 1 < len(ops) else ir.InsertionPoint(block)
-
-
-def _walk(op):
-    for region in op.regions:
-        for block in region.blocks:
-            for child in block.operations:
-                yield child.operation
-                yield from _walk(child.operation)

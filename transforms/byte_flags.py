@@ -8,6 +8,8 @@ narrow it again, and functions and calls take the new types.
 """
 from __future__ import annotations
 
+from rcompiler.kernels.structure import walk
+
 
 def widen_flag_memrefs(module) -> bool:
     """Rewrite the module's memrefs of i1 as memrefs of i8, in place; whether there were any."""
@@ -22,7 +24,7 @@ def widen_flag_memrefs(module) -> bool:
             return ir.MemRefType.get(m.shape, i8, m.layout, m.memory_space)
         return t
 
-    ops = list(_walk(module.operation))
+    ops = list(walk(module.operation))
     if not any(widened(v.type) != v.type for op in ops for v in [*op.operands, *op.results]):
         return False
     for op in ops:
@@ -57,11 +59,3 @@ def _after(ir, op):
     ops = list(block.operations)
     index = next(i for i, o in enumerate(ops) if o.operation == op.operation)
     return ir.InsertionPoint(ops[index + 1])
-
-
-def _walk(op):
-    for region in op.regions:
-        for block in region.blocks:
-            for child in block.operations:
-                yield child.operation
-                yield from _walk(child.operation)

@@ -9,6 +9,8 @@ the message once the function returns).
 """
 from __future__ import annotations
 
+from rcompiler.kernels.structure import walk
+
 CHECK_FAILED = "rcompiler_check_failed"
 MESSAGES = "rcompiler.checks"  # module attribute: the messages, indexed by id
 
@@ -18,7 +20,7 @@ def lower_checks(module) -> tuple[str, ...]:
     from mlir import ir
     from mlir.dialects import arith, func, scf
 
-    asserts = [op for op in _walk(module.operation) if op.name == "cf.assert"]
+    asserts = [op for op in walk(module.operation) if op.name == "cf.assert"]
     if not asserts:
         return ()
     messages: list[str] = []
@@ -48,11 +50,3 @@ def check_messages(module) -> tuple[str, ...]:
     if MESSAGES not in module.operation.attributes:
         return ()
     return tuple(ir.StringAttr(a).value for a in ir.ArrayAttr(module.operation.attributes[MESSAGES]))
-
-
-def _walk(op):
-    for region in op.regions:
-        for block in region.blocks:
-            for child in block.operations:
-                yield child.operation
-                yield from _walk(child.operation)

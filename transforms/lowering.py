@@ -141,12 +141,7 @@ def _align_allocations(ir, module) -> None:
     """Buffers a program allocates for its tasks' outputs (buffer-results-to-out-params writes them
     without an alignment) start on a cache line, as each task's own do: a vector row of a buffer
     that malloc placed 16 bytes into a line spans two lines (bert_ffn ran 2-4% slower)."""
-    def walk(op):
-        for region in op.regions:
-            for block in region.blocks:
-                for child in block.operations:
-                    yield child.operation
-                    yield from walk(child.operation)
+    from rcompiler.kernels.structure import walk
 
     for op in walk(module.operation):
         if op.name == "memref.alloc" and "alignment" not in op.attributes:
