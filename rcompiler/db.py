@@ -128,14 +128,19 @@ class Database:
              t.min if t else None, t.median if t else None, t.repeats if t else None,
              m.reason, m.max_error, m.build_seconds, m.run_seconds, time.time()))
 
-    @_guarded
     def best(self, kernel: str, hardware: str) -> tuple[list, Measurement] | None:
         """`apply best`: the fastest verified schedule known for a kernel on this hardware."""
-        row = self.conn.execute(
+        found = self.fastest(kernel, hardware, 1)
+        return found[0] if found else None
+
+    @_guarded
+    def fastest(self, kernel: str, hardware: str, n: int) -> list[tuple[list, Measurement]]:
+        """The `n` fastest verified schedules known for a kernel on this hardware, fastest first."""
+        rows = self.conn.execute(
             "SELECT schedule, status, seconds, median, repeats, reason, max_error, build_seconds, run_seconds "
-            "FROM measurements WHERE kernel=? AND hardware=? AND status='ok' ORDER BY seconds, schedule_key LIMIT 1",
-            (kernel, hardware)).fetchone()
-        return (json.loads(row[0]), _to_measurement(row[1:])) if row else None
+            "FROM measurements WHERE kernel=? AND hardware=? AND status='ok' ORDER BY seconds, schedule_key LIMIT ?",
+            (kernel, hardware, n)).fetchall()
+        return [(json.loads(row[0]), _to_measurement(row[1:])) for row in rows]
 
     # -- studies -------------------------------------------------------------
     @_guarded

@@ -394,3 +394,16 @@ def test_edits_resize_pack_channels_blocks():
     assert edits["double output channel block 16->32"].get("pack_channels").sizes == (32, 8)
     assert all(check(s, conv) is None for s in edits.values())
     assert block_edits(conv, Schedule.of([Tile((1, 1, 1, 4, 1, 1, 1)), Vectorize()])) == []
+
+
+def test_a_warm_start_skips_what_does_not_fit_and_takes_one_schedule_per_similar_task_first():
+    from rcompiler.search.warm_start import choose
+    kernel = get_kernel("matmul", (128, 128, 128))
+    fits = lambda *sizes: Schedule.of([Tile(sizes)]).to_json()  # noqa: E731
+    near, far = "matmul[128x128x256]", "matmul[512x512x512]"
+    candidates = [(near, fits(64, 256, 0)),  # the nearest task's best: too large for n=128
+                  (near, fits(32, 32, 0)), (near, fits(64, 64, 0)), (near, []),
+                  (far, fits(16, 16, 0))]
+    assert check(Schedule.from_json(candidates[0][1]), kernel) is not None
+    assert choose(kernel, candidates) == [(near, fits(32, 32, 0)), (far, fits(16, 16, 0))]
+    assert choose(kernel, candidates[:4]) == [(near, fits(32, 32, 0)), (near, fits(64, 64, 0))]

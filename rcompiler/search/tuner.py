@@ -27,6 +27,7 @@ from .random_proposer import RandomProposer
 from .warm_start import WarmStart, choose, family
 
 STRATEGIES = ("mcts", "random", "evolutionary")
+TRANSFER_CANDIDATES = 4  # fastest schedules of each similar task considered for a warm start
 EARLY_TIMEOUTS = 3  # a run whose first this many candidates all time out stops
 PROPOSERS = ("heuristic", "random", "llm")
 
@@ -235,9 +236,9 @@ class Tuner:
             candidates = []
             for kfp, label in self.db.kernels(self.hardware.fingerprint):
                 if kfp != self.kernel.fingerprint and label and family(label) == mine:
-                    found = self.db.best(kfp, self.hardware.fingerprint)
-                    if found is not None:
-                        candidates.append((label, found[0]))
+                    # a few of its fastest: the best may not fit this shape, a near-tie may
+                    candidates += [(label, steps) for steps, _ in
+                                   self.db.fastest(kfp, self.hardware.fingerprint, TRANSFER_CANDIDATES)]
             config["warm_start"] = choose(self.kernel, candidates)
             self.db.set_study_config(self.study, config)
         return make_strategy(self.kernel, self.hardware, self.config, self.db,

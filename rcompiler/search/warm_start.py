@@ -38,17 +38,18 @@ def distance(a: str, b: str) -> float:
 
 
 def choose(kernel: Kernel, candidates: list[tuple[str, list]]) -> list[tuple[str, list]]:
-    """The legal transfers for `kernel` from (label, schedule JSON) candidates, nearest first."""
-    out, seen = [], set()
+    """The legal transfers for `kernel` from (label, schedule JSON) candidates (each task's
+    fastest first): nearest task first, one per task before a second from the same."""
+    legal, seen = [], set()
     for label, steps in sorted(candidates, key=lambda c: distance(kernel.label, c[0])):
         schedule = Schedule.from_json(steps)
-        if schedule.key in seen or check(schedule, kernel) is not None:
-            continue
-        seen.add(schedule.key)
-        out.append((label, steps))
-        if len(out) == MOST:
-            break
-    return out
+        if schedule.steps and schedule.key not in seen and check(schedule, kernel) is None:
+            seen.add(schedule.key)
+            legal.append((label, steps))
+    firsts, seconds = [], []
+    for c in legal:
+        (seconds if any(c[0] == f[0] for f in firsts) else firsts).append(c)
+    return (firsts + seconds)[:MOST]
 
 
 class WarmStart:
