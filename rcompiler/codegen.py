@@ -13,7 +13,11 @@ measurements of every other kernel stay valid.
 #    by row (memcpy), not by the runtime's element-wise strided copy.
 # 4: leading unit dims are cast away from every vector before hoisting, so a decomposed conv's
 #    accumulators stay in registers across its reduction loops.
-VERSION = 4
+# 5: an output materialized from a tensor.empty is written in place (empty tensors eliminated,
+#    no temporary and copy); a windowed op (depthwise conv, 2-D conv, pooling) whose window the
+#    innermost tile leaves at 1 is vectorized as a generic instead of staying scalar; a fused
+#    consumer of an op whose loops run in another order than its output is tiled by the right sizes.
+VERSION = 5
 
 # Each op's entry, with what each bump changed (the order is part of the fingerprint text):
 OP_VERSIONS = {

@@ -53,3 +53,28 @@ func.func @conv_bias_relu(%x: {x}, %w: {w}, %b: tensor<{f}xf32>) -> {y} {{
   return %r : {y}
 }}
 """
+
+
+def depthwise_nchw_relu6(c: int, size: int, stride: int = 1) -> str:
+    """A MobileNet block's depthwise 3x3 conv as torch exports it: NCHW, on a padded image, then ReLU6."""
+    out = (size - 3) // stride + 1
+    x, w, y = f"tensor<1x{c}x{size}x{size}xf32>", f"tensor<{c}x3x3xf32>", f"tensor<1x{c}x{out}x{out}xf32>"
+    ident = "affine_map<(a, b, c, d) -> (a, b, c, d)>"
+    return f"""
+func.func @dw(%x: {x}, %w: {w}) -> {y} {{
+  %zero = arith.constant 0.0 : f32
+  %six = arith.constant 6.0 : f32
+  %e = tensor.empty() : {y}
+  %o = linalg.fill ins(%zero : f32) outs(%e : {y}) -> {y}
+  %c = linalg.depthwise_conv_2d_nchw_chw {{dilations = dense<1> : vector<2xi64>, strides = dense<{stride}> : vector<2xi64>}}
+       ins(%x, %w : {x}, {w}) outs(%o : {y}) -> {y}
+  %r = linalg.generic {{indexing_maps = [{ident}, {ident}], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}}
+       ins(%c : {y}) outs(%e : {y}) {{
+  ^bb0(%v: f32, %out: f32):
+    %lo = arith.maximumf %v, %zero : f32
+    %hi = arith.minimumf %lo, %six : f32
+    linalg.yield %hi : f32
+  }} -> {y}
+  return %r : {y}
+}}
+"""

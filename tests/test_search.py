@@ -407,3 +407,20 @@ def test_a_warm_start_skips_what_does_not_fit_and_takes_one_schedule_per_similar
     assert check(Schedule.from_json(candidates[0][1]), kernel) is not None
     assert choose(kernel, candidates) == [(near, fits(32, 32, 0)), (far, fits(16, 16, 0))]
     assert choose(kernel, candidates[:4]) == [(near, fits(32, 32, 0)), (near, fits(64, 64, 0))]
+
+
+def test_a_depthwise_conv_is_vectorized_along_its_contiguous_output_dim_with_its_activation_fused():
+    """Its loops run (n, oh, ow, c) but its NCHW output is contiguous along ow: the vectors go
+    along ow (along c each lane would be a row apart), its window at 1, its ReLU6 fused."""
+    from mlir_snippets import depthwise_nchw_relu6
+    from rcompiler.kernels import kernel_from_mlir
+    from rcompiler.transforms.space import plan
+
+    kernel = kernel_from_mlir(depthwise_nchw_relu6(32, 58))
+    hw = detect()
+    why, first = HeuristicProposer().initial(kernel, hw, 1)[0]
+    tiles = first.tiles
+    assert first.has("fuse") and "fused" in why
+    assert tiles[0].sizes[2] == snap(56, hw.f32_lanes) and tiles[0].sizes[3] == 1  # ow vectors, one channel
+    assert tiles[-1].sizes[4:] == (1, 1)  # the window loops at 1
+    assert plan(first, kernel).generalize

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from rcompiler.kernels.base import Kernel
 
 from .schedule import Schedule
-from .space import Plan, plan
+from .space import Plan, output_loops, plan
 from .steps import ScheduleError
 
 ANY = "!transform.any_op"
@@ -119,6 +119,9 @@ def render(schedule: Schedule, kernel: Kernel) -> Script:
     w(f"{func} = transform.structured.match ops{{[\"func.func\"]}} in %root : ({ANY}) -> {ANY}")
     finish = render_scoped(w, schedule, kernel, "%root", func)
     w.owner = "bufferize"
+    # A frontend's output buffer is a tensor.empty that the result is materialized into:
+    # written in place instead of into a temporary and copied (a whole extra pass).
+    w(f"transform.bufferization.eliminate_empty_tensors %root : {ANY}")
     w(f"%bufferized = transform.bufferization.one_shot_bufferize %root : ({ANY}) -> {ANY}")
     bfunc = w.fresh("bfunc")
     w(f"{bfunc} = transform.structured.match ops{{[\"func.func\"]}} in %bufferized : ({ANY}) -> {ANY}")
@@ -150,6 +153,7 @@ def render_module(parts: list[tuple[str, Schedule, Kernel]], entry: tuple[str, t
         w.owners[before:] = [f"{name}: {o}" for o in w.owners[before:]]
         finishers.append((name, finish))
     w.owner = "bufferize"
+    w(f"transform.bufferization.eliminate_empty_tensors %root : {ANY}")
     w(f"%bufferized = transform.bufferization.one_shot_bufferize layout{{IdentityLayoutMap}} %root "
       f"{{bufferize_function_boundaries = true}} : ({ANY}) -> {ANY}")
     for name, finish in finishers:
@@ -224,9 +228,11 @@ def render_scoped(w: "_Writer", schedule: Schedule, kernel: Kernel, scope: str, 
             w(f"{main} = transform.structured.match ops{{[\"{p.main_op}\"]}} in {scope} : ({ANY}) -> {ANY}")
         w(f"{w.fresh('conv1d')} = transform.structured.decompose {main} : ({ANY}) -> {ANY}")
 
+    if p.generalize:
+        _generalize_windowed(w, schedule, p, main, scope, bool(loops) or unroll is not None)
     if channels:
         _vectorize_packed_tile(w, schedule, scope, func)
-    _vectorize(w, schedule, func, len(kernel.outputs[0].shape))
+    _vectorize(w, schedule, func, len(kernel.outputs[0].shape), p.generalize)
     reassociate = any(op.name == "linalg.generic" and "reduction" in op.iterators for op in ops)
     return lambda bfunc: _after_bufferize(w, schedule, bfunc, reassociate)
 
@@ -344,6 +350,39 @@ def _pack_channels(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main
     return new
 
 
+def _generalize_windowed(w: _Writer, schedule: Schedule, p: Plan, main: str, scope: str, tiled: bool) -> None:
+    """The main op as a generic with its unit window loops folded away, so that its image reads
+    become plain vector reads (see Plan.generalize). The folding stays inside the loops around
+    each tile, where nothing else is."""
+    w.owner = _label(schedule, "vectorize")
+    if schedule.has("peel") or schedule.has("unroll"):  # the main handle now misses the copies
+        main = w.fresh("windowed")
+        w(f"{main} = transform.structured.match ops{{[\"{p.main_op}\"]}} in {scope} : ({ANY}) -> {ANY}")
+    generic = w.fresh("generic")
+    w(f"{generic} = transform.structured.generalize {main} : ({ANY}) -> {ANY}")
+    where = scope
+    if tiled:
+        where = w.fresh("tile_loop")
+        w(f"{where} = transform.get_parent_op {generic} {{deduplicate, op_name = \"scf.for\"}} : ({ANY}) -> {ANY}")
+    w(f"transform.apply_patterns to {where} {{")
+    w("  transform.apply_patterns.linalg.fold_unit_extent_dims_via_slices")
+    w("  transform.apply_patterns.canonicalization")
+    w(f"}} : {ANY}")
+    # Vectorized here, not by vectorize_children_and_apply_patterns, which writes the folded
+    # tile into its rank-expanding insert_slice along the wrong dims when their orders differ
+    # (an ow x c tile of an NCHW output): see _vectorize_packed_tile.
+    loop, ops = w.fresh("loop"), w.fresh("folded")
+    w(f"transform.foreach {where} : {ANY} {{")
+    w(f"^bb0({loop}: {ANY}):")
+    w(f"  {ops} = transform.structured.match interface{{LinalgOp}} in {loop} : ({ANY}) -> {ANY}")
+    w(f"  transform.structured.vectorize {ops} : {ANY}")
+    w("}")
+    w(f"transform.apply_patterns to {where} {{")
+    w("  transform.apply_patterns.tensor.fold_tensor_subset_ops_into_vector_transfers")
+    w("  transform.apply_patterns.canonicalization")
+    w(f"}} : {ANY}")
+
+
 def _vectorize_packed_tile(w: _Writer, schedule: Schedule, scope: str, func: str) -> None:
     """Drop the packed tile's unit loops, so its maps become a matmul's (ow, ci) x (ci, fi), and
     vectorize every op before `_vectorize` does. MLIR 22's vectorize_children_and_apply_patterns
@@ -369,8 +408,8 @@ def _fuse(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, last: str, ti
     last_op = kernel.structure[-1]
     if len(kernel.structure) - 1 == p.main_index:
         sizes, order = list(tile.sizes), list(level.interchange)
-    else:  # a consumer: its loops are the main op's parallel loops, in order
-        par = [d for d, it in enumerate(p.nest.iterators) if it == "parallel"]
+    else:  # a consumer: its loops are the main op's output dims (its parallel loops)
+        par = _output_loops(kernel.structure[p.main_index], p)
         if len(par) != len(last_op.sizes):
             raise ScheduleError("fuse: the last op's loops do not match the main op's parallel loops")
         sizes = [tile.sizes[d] for d in par]
@@ -383,8 +422,18 @@ def _fuse(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, last: str, ti
     return main, loops
 
 
-def _vectorize(w: _Writer, schedule: Schedule, func: str, rank: int) -> None:
-    """Vectorize the function's static ops and keep accumulators in registers (on tensors)."""
+def _output_loops(op, p: Plan) -> list[int]:
+    """The main op's loops in its output's dim order; a layout step (pack, im2col) makes a nest
+    of its own, whose parallel loops keep the output's order."""
+    if tuple(p.nest.extents) == tuple(op.sizes):
+        return output_loops(op)
+    return [d for d, it in enumerate(p.nest.iterators) if it == "parallel"]
+
+
+def _vectorize(w: _Writer, schedule: Schedule, func: str, rank: int, folded: bool = False) -> None:
+    """Vectorize the function's static ops and keep accumulators in registers (on tensors).
+    `folded`: the main op was vectorized with its unit dims folded (a 4x16 accumulator),
+    which its 1x1x4x16 initial fill then matches once those dims are cast away too."""
     vectorize, hoist = schedule.has("vectorize"), schedule.has("hoist")
     w.owner = _label(schedule, "vectorize") if vectorize else "cleanup"
     w(f"transform.apply_patterns to {func} {{")
@@ -398,6 +447,8 @@ def _vectorize(w: _Writer, schedule: Schedule, func: str, rank: int) -> None:
     w(f"transform.apply_patterns to {vfunc} {{")
     w("  transform.apply_patterns.canonicalization")
     w("  transform.apply_patterns.tensor.fold_tensor_subset_ops_into_vector_transfers")
+    if folded:
+        w("  transform.apply_patterns.vector.cast_away_vector_leading_one_dim")
     w(f"}} : {ANY}")
     w(f"transform.apply_cse to {vfunc} : {ANY}")
     if schedule.has("pad"):

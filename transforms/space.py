@@ -71,6 +71,10 @@ class Plan:
     nest: LoopNest  # the main op's loops after layout steps (pack, pad, im2col)
     levels: list[Level] = field(default_factory=list)
     parallel_sizes: tuple[int, ...] | None = None
+    # Vectorize the main op as a linalg.generic with its unit loops folded away: a windowed op
+    # (2-D conv, depthwise conv, pooling) whose innermost tile leaves the window loops at 1.
+    # Upstream's vectorizer takes such named ops only in 1-D form and leaves the rest scalar.
+    generalize: bool = False
 
 
 def loop_nest(kernel: Kernel) -> LoopNest:
@@ -116,6 +120,7 @@ def plan(schedule: Schedule, kernel: Kernel) -> Plan:
         p.levels.append(_tile(tile, depth, nest, extents, allow_partial=(innermost and peel) or not vectorize))
     _lanes(schedule, p, nest, extents)
     _loop_shaping(schedule, p, nest)
+    p.generalize = _generalizes(schedule, op, nest, extents) if vectorize else False
     if vectorize:
         elements = 1
         for e in extents:
@@ -151,6 +156,35 @@ def applicable(step_name: str, kernel: Kernel, threads: int = 1) -> bool:
     if step_name == "lanes":
         return info.iterators.count("reduction") == 1
     return True
+
+
+def _generalizes(schedule: Schedule, op: OpInfo, nest: LoopNest, inner: list[int]) -> bool:
+    """Plan.generalize: a windowed op in its own loops whose innermost tile leaves the window at 1.
+    Its folded tile's loops must run in the output's dim order: MLIR 22 writes a folded ow x c
+    tile into an NCHW output's 1 x c x 1 x ow slice along the wrong dims (wrong results)."""
+    windows = window_loops(op)
+    if (not windows or "1d" in op.name or nest.extents != list(op.sizes) or any(inner[d] != 1 for d in windows)
+            or any(schedule.has(n) for n in ("im2col", "pack_channels", "decompose"))):
+        return False
+    if any(coef != 1 for operand in op.inputs for dim in operand.index if dim for _, coef in dim):
+        return False  # strided or dilated: the folded reads are not plain vector reads either
+    kept = [d for d in output_loops(op) if inner[d] > 1]
+    return kept == sorted(kept)
+
+
+def output_loops(op: OpInfo) -> list[int]:
+    """The op's loops in the order of its output's dims, which a fused consumer's loops follow:
+    (n, c, oh, ow) for a depthwise NCHW conv whose loops run (n, oh, ow, c)."""
+    index = op.operands[-1].index if op.operands else None
+    if index and all(terms and len(terms) == 1 and terms[0][1] == 1 for terms in index):
+        return [terms[0][0] for terms in index]
+    return [d for d, it in enumerate(op.iterators) if it == "parallel"]
+
+
+def window_loops(op: OpInfo) -> list[int]:
+    """The reduction loops that slide a window over an input (kh, kw of a conv or a pooling)."""
+    return sorted({loop for operand in op.inputs for dim in operand.index if dim and len(dim) > 1
+                   for loop, _ in dim if op.iterators[loop] == "reduction"})
 
 
 def _dilated(op: OpInfo) -> bool:

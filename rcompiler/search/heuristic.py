@@ -14,9 +14,9 @@ from collections import defaultdict
 
 from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
-from rcompiler.transforms import (Decompose, Hoist, Im2col, Lanes, Pack, PackChannels, Pad, Parallel, Peel, Schedule,
+from rcompiler.transforms import (Decompose, Fuse, Hoist, Im2col, Lanes, Pack, PackChannels, Pad, Parallel, Peel, Schedule,
                                   Tile, Vectorize, applicable, check, loop_nest)
-from rcompiler.transforms.space import packed_nchw_tile
+from rcompiler.transforms.space import output_loops, packed_nchw_tile, window_loops
 
 from .context import Evaluated, Proposal, ProposalContext
 from .edits import all_edits, divisors, legal
@@ -318,7 +318,10 @@ class HeuristicProposer:
 
     def _generic(self, kernel: Kernel, hw: Hardware) -> list[tuple[str, Schedule]]:
         nest = loop_nest(kernel)
-        par = [i for i, it in enumerate(nest.iterators) if it == "parallel"]
+        # Along the output's dims, the last one contiguous: a depthwise NCHW conv's loops run
+        # (n, oh, ow, c), and its vectors go along ow.
+        par = [i for i in output_loops(kernel.structure[kernel.main_index])
+               if nest.iterators[i] == "parallel"]
         ideas = []
         for vecs in (1, 2):
             sizes = [1] * len(nest.extents)
@@ -327,9 +330,20 @@ class HeuristicProposer:
                 sizes[last] = snap(nest.extents[last], vecs * hw.f32_lanes)
                 if len(par) > 1:
                     sizes[par[-2]] = snap(nest.extents[par[-2]], 8)
-            ideas.append((f"vectorize the innermost parallel loop by {sizes[par[-1]] if par else 1}, "
+            ideas.append((f"vectorize the output's contiguous loop by {sizes[par[-1]] if par else 1}, "
                           "keep reductions scalar in registers",
                           Schedule.of([Tile(tuple(sizes)), Vectorize(), Hoist()])))
+        if window_loops(kernel.structure[kernel.main_index]) and len(kernel.structure) > 1:
+            # A depthwise conv or a pooling reads little per output: what costs is the memory
+            # traffic, so its fill and activation go into its tiles instead of a pass each.
+            fused = []
+            for why, s in ideas:
+                sizes = s.get("tile").sizes
+                red = tuple(x if nest.iterators[i] == "reduction" else 0 for i, x in enumerate(sizes))
+                outer = tuple(0 if nest.iterators[i] == "reduction" else x for i, x in enumerate(sizes))
+                fused.append((why + ", with the fill and the activation fused into its tiles",
+                              Schedule.of([Fuse(), Tile(outer), Tile(red), Vectorize(), Hoist()])))
+            ideas = fused + ideas
         return ideas
 
     def _parallel(self, kernel: Kernel, base: Schedule, threads: int):
