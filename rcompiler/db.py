@@ -7,6 +7,7 @@ samples it drew, in order; rerunning the same study replays them and goes on.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sqlite3
@@ -108,6 +109,23 @@ class Database:
     @_guarded
     def close(self) -> None:
         self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """The writes in the block land together or not at all (a sample and its measurement)."""
+        with _LOCK:
+            self._execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if self.conn.in_transaction:  # SQLite ends some failed transactions itself (a full disk)
+                    self._execute("ROLLBACK")
+                raise
+            self._execute("COMMIT")
+
+    @_guarded
+    def _execute(self, sql: str) -> None:
+        self.conn.execute(sql)
 
     # -- measurements --------------------------------------------------------
     @_guarded

@@ -20,6 +20,7 @@ import pytest
 
 from rcompiler.db import Database
 from rcompiler.kernels import get_kernel
+from rcompiler.lifetime import interruptible
 from rcompiler.measure import Candidate, Limits, Measurer, Status
 from rcompiler.search.tuner import TuneConfig, Tuner
 
@@ -152,6 +153,27 @@ def test_a_resumed_run_after_an_interrupt_measures_nothing_twice(tmp_path):
     report = json.loads((run.out / "report.json").read_text())
     assert report["samples_done"] == 8 and report["samples_measured_now"] == 8 - done
 
+
+
+def test_an_interrupt_while_a_sample_is_written_leaves_report_and_database_agreeing(tmp_path, monkeypatch):
+    # SIGTERM lands between a measurement's row and its sample's row (once timing went on in the
+    # workers while the main process wrote): a resumed run then found one more than was counted.
+    db = Database(tmp_path / "t.db")
+    write, calls = Database.record_measurement, []
+
+    def write_then_signal(self, *args):
+        calls.append(args)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return write(self, *args)
+
+    monkeypatch.setattr(Database, "record_measurement", write_then_signal)
+    tuner = Tuner(get_kernel("matmul", (32, 32, 32)), TuneConfig(budget=6, limits=Limits(min_time=0.01)), db)
+    with interruptible():
+        result = tuner.run()
+    assert result.stopped.startswith("interrupted by SIGTERM") and len(calls) == 2
+    measured = db.conn.execute("SELECT count(*) FROM measurements").fetchone()[0]
+    assert len(result.samples) == len(db.samples(tuner.study)) == measured == 2
 
 def test_native_segfaults_and_hangs_in_workers_are_results(tmp_path, monkeypatch):
     monkeypatch.setenv("RCOMPILER_FAULT", "build:segv")
