@@ -8,7 +8,7 @@ from rcompiler.hardware import detect
 from rcompiler.kernels import get_kernel
 from rcompiler.search.baselines import Evolutionary, RandomSearch
 from rcompiler.search.context import Evaluated, Proposal, ProposalContext
-from rcompiler.search.heuristic import HeuristicProposer, edit_kind, register_tiles, snap
+from rcompiler.search.heuristic import HeuristicProposer, register_tiles, snap
 from rcompiler.search.mcts import MCTS, reward
 from rcompiler.search.random_proposer import RandomProposer
 from rcompiler.transforms import Hoist, Schedule, Tile, Vectorize, check
@@ -144,13 +144,18 @@ def test_heuristic_refinement_learns_from_history():
     parent = Evaluated(base, "ok", 1.0, 10.0)
     proposer = HeuristicProposer()
     plain = proposer.propose(_ctx(kernel, base, [parent], parent), 30)
-    swap = next(p for p in plain if edit_kind(p.rationale.split(":", 1)[1].split(";")[0].strip()).startswith("swap"))
-    kind = edit_kind(swap.rationale.split(":", 1)[1].split(";")[0].strip())
+    swap = next(p for p in plain if p.edit.kind == "swap")
+    assert plain[0].edit.kind != "swap"  # not first on its prior alone
     # Pretend an edit of that kind made things 4x faster before: it should now be ranked first.
-    earlier = Evaluated(swap.schedule, "ok", 0.25, 40.0, rationale=swap.rationale, parent_key=base.key)
+    earlier = Evaluated(swap.schedule, "ok", 0.25, 40.0, rationale=swap.rationale, parent_key=base.key,
+                        edit=swap.edit)
     learned = proposer.propose(_ctx(kernel, base, [parent, earlier], parent, seen={swap.schedule.key}), 30)
-    assert edit_kind(learned[0].rationale.split(":", 1)[1].split(";")[0].strip()) == kind
+    assert learned[0].edit.group == swap.edit.group and learned[0].edit.kind == "swap"
     assert "changed speed by 4.00x" in learned[0].rationale
+    # The gain is learned from the typed edit: the rationale is text for people.
+    unlabelled = Evaluated(swap.schedule, "ok", 0.25, 40.0, rationale="", parent_key=base.key, edit=swap.edit)
+    again = proposer.propose(_ctx(kernel, base, [parent, unlabelled], parent, seen={swap.schedule.key}), 30)
+    assert again[0].edit.kind == "swap"
 
 
 def test_heuristic_fuses_an_epilogue_into_a_measured_schedule():
@@ -389,7 +394,9 @@ def test_edits_resize_pack_channels_blocks():
 
     conv = kernel_from_mlir(conv_nchw_on_tensors(16, 10, 32))
     base = Schedule.of([PackChannels((16, 8)), Tile((1, 1, 1, 4, 1, 1, 1, 0, 0)), Vectorize(), Hoist()])
-    edits = dict(block_edits(conv, base))
+    edits = {e.text: e.schedule for e in block_edits(conv, base)}
+    assert {(e.kind, e.step, e.param("loop")) for e in block_edits(conv, base)} == {
+        ("resize", "pack_channels", "output"), ("resize", "pack_channels", "input")}
     assert edits["halve input channel block 8->4"].get("pack_channels").sizes == (16, 4)
     assert edits["double output channel block 16->32"].get("pack_channels").sizes == (32, 8)
     assert all(check(s, conv) is None for s in edits.values())

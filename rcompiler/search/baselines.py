@@ -107,5 +107,5 @@ class Evolutionary:
         edits = legal(self.kernel, all_edits(self.kernel, a.schedule, self.threads, self.rng), self.seen)
         if not edits:
             return None
-        desc, child = self.rng.choice(edits)
-        return f"mutation: {desc}", child, a.schedule.key
+        edit = self.rng.choice(edits)
+        return f"mutation: {edit.text}", edit.schedule, a.schedule.key

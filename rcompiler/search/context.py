@@ -9,6 +9,8 @@ from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
 from rcompiler.transforms import Schedule
 
+from .edits import Edit
+
 
 @dataclass(frozen=True)
 class Evaluated:
@@ -21,6 +23,7 @@ class Evaluated:
     reason: str = ""
     rationale: str = ""
     parent_key: str | None = None
+    edit: Edit | None = None  # the edit of its parent that made it, if one did
 
     @property
     def ok(self) -> bool:
@@ -37,6 +40,7 @@ class Proposal:
     rationale: str
     proposer: str
     parent_key: str | None = None
+    edit: Edit | None = None  # the edit of its parent that makes it, if one does
 
 
 @dataclass

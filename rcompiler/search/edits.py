@@ -1,12 +1,12 @@
 """Local edits of a schedule: the moves shared by the random proposer, the
 evolutionary search's mutation and the heuristic's refinement.
 
-Every function returns (description, schedule) pairs; callers keep the legal ones.
+Every function returns Edit records; callers keep the legal ones.
 """
 from __future__ import annotations
 
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from rcompiler.kernels.base import Kernel
 from rcompiler.transforms import (CONTRACTION_STRATEGIES, Contraction, Decompose, Fuse, Hoist, Im2col, Lanes, Pack,
@@ -14,7 +14,33 @@ from rcompiler.transforms import (CONTRACTION_STRATEGIES, Contraction, Decompose
                                   applicable, check, loop_nest, plan)
 from rcompiler.transforms.space import PACKED_NCHW_TILE_KEEPS, laid_out
 
-Edit = tuple[str, Schedule]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One local move: what it does (`kind`: add, drop, resize, swap or set) to which step, with
+    which parameters, and the schedule it makes. `text` says it for people (rationales, prompts);
+    code reads the fields."""
+
+    kind: str
+    step: str  # the step it adds, drops or changes ("tile" for a tile level's sizes and order)
+    schedule: Schedule
+    params: tuple[tuple[str, object], ...] = ()
+    text: str = ""
+
+    def param(self, name: str, default=None):
+        return dict(self.params).get(name, default)
+
+    @property
+    def group(self) -> tuple:
+        """The edits that share one learned gain: a resize by direction, level and loop, whatever
+        its sizes (after a layout step the loops have no names: one gain for the level); every swap
+        alike; every added unroll alike; any other edit by all it sets."""
+        if self.kind == "resize":
+            return (self.kind, self.step, self.param("direction"), self.param("level"), self.param("loop"))
+        if self.kind == "swap" or (self.kind, self.step) == ("add", "unroll"):
+            return (self.kind, self.step)
+        return (self.kind, self.step, *self.params)
 
 
 def divisors(n: int) -> list[int]:
@@ -45,7 +71,8 @@ def resize_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
         for d, (size, extent) in enumerate(zip(tile.sizes, extents)):
             if not size:
                 continue
-            label = names[d] if names and d < len(names) else f"loop {d}"
+            named = bool(names) and d < len(names)
+            label = names[d] if named else f"loop {d}"
             for factor, word in ((2, "double"), (0.5, "halve")):
                 target = size * factor
                 options = [x for x in divisors(extent) if (x > size if factor > 1 else x < size)]
@@ -54,8 +81,10 @@ def resize_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
                 new = min(options, key=lambda x: abs(x - target))
                 sizes = list(tile.sizes)
                 sizes[d] = new
-                out.append((f"{word} level-{level + 1} {label} tile {size}->{new}",
-                            replace_tile(schedule, level, replace(tile, sizes=tuple(sizes)))))
+                out.append(Edit("resize", "tile", replace_tile(schedule, level, replace(tile, sizes=tuple(sizes))),
+                                (("direction", word), ("level", level + 1), ("loop", label if named else None),
+                                 ("from", size), ("to", new)),
+                                f"{word} level-{level + 1} {label} tile {size}->{new}"))
     return out
 
 
@@ -68,8 +97,9 @@ def interchange_edits(schedule: Schedule) -> list[Edit]:
             for b in range(a + 1, len(tiled)):
                 new = list(order)
                 new[tiled[a]], new[tiled[b]] = new[tiled[b]], new[tiled[a]]
-                out.append((f"swap loops {new[tiled[b]]},{new[tiled[a]]} at level {level + 1}",
-                            replace_tile(schedule, level, replace(tile, interchange=tuple(new)))))
+                out.append(Edit("swap", "tile", replace_tile(schedule, level, replace(tile, interchange=tuple(new))),
+                                (("level", level + 1), ("loops", (new[tiled[b]], new[tiled[a]]))),
+                                f"swap loops {new[tiled[b]]},{new[tiled[a]]} at level {level + 1}"))
     return out
 
 
@@ -77,19 +107,21 @@ def flag_edits(schedule: Schedule, threads: int) -> list[Edit]:
     out = []
     for step in (Vectorize(), Hoist(), Peel(), Decompose()):
         if schedule.has(step.name):
-            out.append((f"drop {step.name}", schedule.without(step.name)))
+            out.append(Edit("drop", step.name, schedule.without(step.name), text=f"drop {step.name}"))
         else:
-            out.append((f"add {step.name}", schedule.then(step)))
+            out.append(Edit("add", step.name, schedule.then(step), text=f"add {step.name}"))
     current = schedule.get("contraction")
     for strategy in CONTRACTION_STRATEGIES:
         if current is None or current.strategy != strategy:
-            out.append((f"contraction {strategy}", schedule.then(Contraction(strategy))))
+            out.append(Edit("set", "contraction", schedule.then(Contraction(strategy)), (("strategy", strategy),),
+                            f"contraction {strategy}"))
     if threads > 1:
         if schedule.has("parallel"):
-            out.append(("run on one thread", schedule.without("parallel")))
+            out.append(Edit("drop", "parallel", schedule.without("parallel"), text="run on one thread"))
         else:
             for loop in range(3):
-                out.append((f"parallel over loop {loop} on {threads} threads", schedule.then(Parallel(threads, loop))))
+                out.append(Edit("add", "parallel", schedule.then(Parallel(threads, loop)),
+                                (("loop", loop), ("threads", threads)), f"parallel over loop {loop} on {threads} threads"))
     return out
 
 
@@ -100,11 +132,12 @@ def unroll_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
         inner = plan(schedule, kernel).levels[-1]
     except ScheduleError:
         return []
-    out = [("drop unroll", schedule.without("unroll"))] if schedule.has("unroll") else []
+    out = [Edit("drop", "unroll", schedule.without("unroll"), text="drop unroll")] if schedule.has("unroll") else []
     for i, trip in enumerate(inner.trips):
         for factor in (2, 4, 8):
             if trip % factor == 0 and trip > factor:
-                out.append((f"unroll loop {i} by {factor}", schedule.then(Unroll(i, factor))))
+                out.append(Edit("add", "unroll", schedule.then(Unroll(i, factor)), (("loop", i), ("factor", factor)),
+                                f"unroll loop {i} by {factor}"))
     return out
 
 
@@ -115,14 +148,15 @@ def level_edits(kernel: Kernel, schedule: Schedule, rng: random.Random) -> list[
     for i in range(len(tiles)):
         if len(tiles) > 1:
             rest = [t for j, t in enumerate(tiles) if j != i]
-            out.append((f"drop tile level {i + 1}", Schedule.of([s for s in schedule.steps if not isinstance(s, Tile)] + rest)))
+            out.append(Edit("drop", "tile", Schedule.of([s for s in schedule.steps if not isinstance(s, Tile)] + rest),
+                            (("level", i + 1),), f"drop tile level {i + 1}"))
     extents = level_extents(kernel, schedule)
     if tiles and extents:
         first = extents[0]
         inner = tiles[0].sizes
         sizes = tuple(rng.choice([d for d in divisors(e) if s == 0 or d % s == 0] or [e]) if s else 0
                       for e, s in zip(first, inner))
-        out.append(("add an outer cache level", Schedule.of([Tile(sizes), *schedule.steps])))
+        out.append(Edit("add", "tile", Schedule.of([Tile(sizes), *schedule.steps]), text="add an outer cache level"))
     return out
 
 
@@ -141,7 +175,9 @@ def block_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
             if options:
                 new = min(options, key=lambda x: abs(x - size * factor))
                 sizes = tuple(new if j == i else x for j, x in enumerate(step.sizes))
-                out.append((f"{word} {label} channel block {size}->{new}", Schedule.of([PackChannels(sizes), *rest])))
+                out.append(Edit("resize", "pack_channels", Schedule.of([PackChannels(sizes), *rest]),
+                                (("direction", word), ("level", None), ("loop", label), ("from", size), ("to", new)),
+                                f"{word} {label} channel block {size}->{new}"))
     return out
 
 
@@ -175,9 +211,9 @@ def fused(kernel: Kernel, schedule: Schedule) -> Schedule | None:
 
 def fuse_edits(kernel: Kernel, schedule: Schedule) -> list[Edit]:
     if schedule.has("fuse"):
-        return [("drop fuse", schedule.without("fuse"))] if has_epilogue(kernel) else []
+        return [Edit("drop", "fuse", schedule.without("fuse"), text="drop fuse")] if has_epilogue(kernel) else []
     s = fused(kernel, schedule)
-    return [("fuse the epilogue into the first tile level", s)] if s is not None else []
+    return [Edit("add", "fuse", s, text="fuse the epilogue into the first tile level")] if s is not None else []
 
 
 def all_edits(kernel: Kernel, schedule: Schedule, threads: int, rng: random.Random) -> list[Edit]:
@@ -188,11 +224,11 @@ def all_edits(kernel: Kernel, schedule: Schedule, threads: int, rng: random.Rand
 
 def legal(kernel: Kernel, edits: list[Edit], seen: set[str]) -> list[Edit]:
     out, keys = [], set()
-    for desc, s in edits:
-        if s.key in seen or s.key in keys or check(s, kernel) is not None:
+    for e in edits:
+        if e.schedule.key in seen or e.schedule.key in keys or check(e.schedule, kernel) is not None:
             continue
-        keys.add(s.key)
-        out.append((desc, s))
+        keys.add(e.schedule.key)
+        out.append(e)
     return out
 
 

@@ -19,7 +19,7 @@ from rcompiler.transforms import (Decompose, Fuse, Hoist, Im2col, Lanes, Pack, P
 from rcompiler.transforms.space import output_loops, packed_nchw_tile, window_loops
 
 from .context import Evaluated, Proposal, ProposalContext
-from .edits import all_edits, divisors, legal
+from .edits import Edit, all_edits, divisors, legal
 
 F32 = 4
 
@@ -67,15 +67,15 @@ class HeuristicProposer:
     def propose(self, ctx: ProposalContext, k: int) -> list[Proposal]:
         parent = ctx.schedule.key if ctx.schedule.steps else None
         if not ctx.schedule.steps:
-            ideas = self.initial(ctx.kernel, ctx.hardware, ctx.threads)
+            ideas = [(why, s, None) for why, s in self.initial(ctx.kernel, ctx.hardware, ctx.threads)]
         else:
             ideas = self.refine(ctx)
         out, keys = [], set(ctx.seen)
-        for why, s in ideas:
+        for why, s, edit in ideas:
             if s.key in keys or check(s, ctx.kernel) is not None:
                 continue
             keys.add(s.key)
-            out.append(Proposal(s, why, self.name, parent))
+            out.append(Proposal(s, why, self.name, parent, edit))
             if len(out) == k:
                 break
         return out
@@ -364,74 +364,65 @@ class HeuristicProposer:
         return None
 
     # -- refinement of a measured schedule -------------------------------------
-    def refine(self, ctx: ProposalContext) -> list[tuple[str, Schedule]]:
+    def refine(self, ctx: ProposalContext) -> list[tuple[str, Schedule, Edit]]:
         edits = legal(ctx.kernel, all_edits(ctx.kernel, ctx.schedule, ctx.threads, ctx.rng), ctx.seen)
         learned = self._learned_gains(ctx.history)
         failed = ctx.result is not None and not ctx.result.ok
-        scored = []
-        for desc, s in edits:
-            kind = edit_kind(desc)
-            score = self._prior(desc, ctx, failed)
-            if kind in learned:
-                score += 2.0 * learned[kind]
-            scored.append((score, desc, s))
+        scored = [(self._prior(e, ctx, failed) + 2.0 * learned.get(e.group, 0.0), e) for e in edits]
         scored.sort(key=lambda t: -t[0])
-        out, kinds = [], set()
-        for _, desc, s in scored:  # the best unseen edit of each kind: diverse children
-            if edit_kind(desc) not in kinds:
-                kinds.add(edit_kind(desc))
-                out.append((self._explain(desc, learned, ctx), s))
+        out, groups = [], set()
+        for _, e in scored:  # the best unseen edit of each group: diverse children
+            if e.group not in groups:
+                groups.add(e.group)
+                out.append((self._explain(e, learned, ctx), e.schedule, e))
         return out
 
     @staticmethod
-    def _prior(desc: str, ctx: ProposalContext, failed: bool) -> float:
-        s = ctx.schedule
-        if failed:  # undo risky steps or shrink tiles
-            return 1.0 if desc.startswith(("drop", "halve")) else -1.0
-        if desc == "add hoist" and s.has("vectorize"):
-            return 3.0
-        if desc == "add vectorize":
-            return 3.0
-        if desc.startswith("parallel over"):
-            return 2.5
-        if desc.startswith("fuse the epilogue"):  # saves a pass over the whole output
-            return 2.0
-        if desc.startswith(("drop vectorize", "drop hoist", "drop decompose", "run on one thread")):
+    def _prior(e: Edit, ctx: ProposalContext, failed: bool) -> float:
+        shrinks = e.kind == "resize" and e.param("direction") == "halve"
+        if failed:  # undo risky steps or shrink tiles (a failure is not the threads' doing)
+            return 1.0 if shrinks or (e.kind == "drop" and e.step != "parallel") else -1.0
+        if e.kind == "add":
+            if e.step == "vectorize" or (e.step == "hoist" and ctx.schedule.has("vectorize")):
+                return 3.0
+            if e.step == "parallel":
+                return 2.5
+            if e.step == "fuse":  # saves a pass over the whole output
+                return 2.0
+            if e.step == "unroll":
+                return 0.1
+        if e.kind == "drop" and e.step in ("vectorize", "hoist", "decompose", "parallel"):
             return -3.0
-        if desc.startswith(("double", "halve")):
-            return 0.6 if "level-1" in desc else 0.3
-        if desc.startswith("swap"):
+        if e.kind == "resize":
+            return 0.6 if e.param("level") == 1 else 0.3
+        if e.kind == "swap":
             return 0.2
-        if desc.startswith("unroll"):
-            return 0.1
-        if desc.startswith("contraction"):
-            return 0.0 if "parallelarith" in desc else -0.5
+        if e.kind == "set" and e.step == "contraction":
+            return 0.0 if e.param("strategy") == "parallelarith" else -0.5
         return -0.2
 
     @staticmethod
-    def _learned_gains(history: list[Evaluated]) -> dict[str, float]:
-        """Mean log2 speed ratio child/parent per kind of edit, from this study's samples."""
+    def _learned_gains(history: list[Evaluated]) -> dict[tuple, float]:
+        """Mean log2 speed ratio child/parent per group of edits, from this study's samples."""
         by_key = {e.schedule.key: e for e in history}
-        gains: dict[str, list[float]] = defaultdict(list)
+        gains: dict[tuple, list[float]] = defaultdict(list)
         for e in history:
-            if not e.rationale.startswith(("edit:", "random edit:")) or e.parent_key not in by_key:
+            if e.edit is None or e.parent_key not in by_key:
                 continue
             parent = by_key[e.parent_key]
-            kind = edit_kind(e.rationale.split(":", 1)[1].strip())
             if not e.ok:
-                gains[kind].append(-2.0)
+                gains[e.edit.group].append(-2.0)
             elif parent.ok and parent.seconds and e.seconds:
-                gains[kind].append(math.log2(parent.seconds / e.seconds))
+                gains[e.edit.group].append(math.log2(parent.seconds / e.seconds))
         return {k: sum(v) / len(v) for k, v in gains.items()}
 
     @staticmethod
-    def _explain(desc: str, learned: dict[str, float], ctx: ProposalContext) -> str:
-        kind = edit_kind(desc)
+    def _explain(e: Edit, learned: dict[tuple, float], ctx: ProposalContext) -> str:
         note = ""
-        if kind in learned:
-            note = f" (this kind of edit changed speed by {2 ** learned[kind]:.2f}x on average so far)"
+        if e.group in learned:
+            note = f" (this kind of edit changed speed by {2 ** learned[e.group]:.2f}x on average so far)"
         base = ctx.result.describe() if ctx.result else str(ctx.schedule)
-        return f"edit: {desc}{note}; from {base[:200]}"
+        return f"edit: {e.text}{note}; from {base[:200]}"
 
 
 def _b_operand(kernel: Kernel, batch: int):
@@ -440,13 +431,3 @@ def _b_operand(kernel: Kernel, batch: int):
     m_loop, n_loop = batch, batch + 1
     return next((o for o in kernel.structure[kernel.main_index].inputs
                  if o.stride_bytes(m_loop) == 0 and o.stride_bytes(n_loop)), None)
-
-
-def edit_kind(desc: str) -> str:
-    """The kind of an edit for learning: 'double level-1 k tile 64->128' -> 'double level-1 k'."""
-    words = desc.split()
-    if words and words[0] in ("double", "halve"):
-        return " ".join(words[:3])
-    if words and words[0] in ("unroll", "contraction", "swap"):
-        return " ".join(words[:2])
-    return desc

@@ -15,4 +15,4 @@ class RandomProposer:
             return [Proposal(s, "random schedule", self.name, parent) for s in fresh]
         edits = legal(ctx.kernel, all_edits(ctx.kernel, ctx.schedule, ctx.threads, ctx.rng), set(ctx.seen))
         ctx.rng.shuffle(edits)
-        return [Proposal(s, f"random edit: {desc}", self.name, parent) for desc, s in edits[:k]]
+        return [Proposal(e.schedule, f"random edit: {e.text}", self.name, parent, e) for e in edits[:k]]

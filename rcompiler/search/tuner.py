@@ -264,7 +264,7 @@ class Tuner:
             stuck = 0
             proposals = proposals[: target - len(self.samples)]
             for proposal, record in zip(proposals, self._evaluate(proposals)):
-                self.strategy.tell(proposal, self._evaluated(record))
+                self.strategy.tell(proposal, self._evaluated(record, proposal))
             self.stopped = self._all_timed_out()
         return len(self.samples) - before
 
@@ -308,8 +308,8 @@ class Tuner:
                 "schedules compile or run too slowly to tune here: raise --compile-timeout/--run-timeout, "
                 "or tune a smaller piece of it")
 
-    def _evaluated(self, r: SampleRecord) -> Evaluated:
-        return Evaluated(r.schedule, r.status, r.seconds, r.speedup, r.reason, r.rationale, r.parent)
+    def _evaluated(self, r: SampleRecord, p: Proposal) -> Evaluated:
+        return Evaluated(r.schedule, r.status, r.seconds, r.speedup, r.reason, r.rationale, r.parent, p.edit)
 
     def _evaluate(self, proposals: list[Proposal]) -> list[SampleRecord]:
         """Records for the proposals, in order: from the database where known, measured otherwise.
