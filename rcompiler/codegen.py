@@ -30,8 +30,9 @@ OP_VERSIONS = {
     "math.tanh": 1,  # 1: an f32 polynomial that vectorizes, not one libm call per element
     '"reduction"': 1,  # a generic reduction (its iterator list); 1: its lane reductions are reassociated
     # a program of outlined tasks (kernels/module.py); 1: each task stays a function of its own,
-    # called with its output buffers and not inlined
-    "@task_": 1,
+    # called with its output buffers and not inlined; 2: each intermediate buffer is freed after its
+    # last use, not at the end of the call (transforms/buffer_lifetimes.py)
+    "@task_": 2,
 }
 
 

@@ -115,6 +115,7 @@ def apply_script(module, script: str) -> None:
 def lower_to_llvm(module, threads: int = 1) -> None:
     from mlir import ir, passmanager
 
+    from .buffer_lifetimes import shorten_lifetimes
     from .byte_flags import widen_flag_memrefs
     from .checks import lower_checks
     from .fast_math import approximate_math
@@ -128,6 +129,7 @@ def lower_to_llvm(module, threads: int = 1) -> None:
         widen_flag_memrefs(module)  # deallocation's ownership flags, when buffers cross calls
         if program:
             _align_allocations(ir, module)
+            shorten_lifetimes(module)  # an intermediate's memory is reused while still in the cache
         passmanager.PassManager.parse("builtin.module(" + ",".join(back) + ")").run(module.operation)
         if program:
             from rcompiler.kernels.module import TASK_PREFIX
