@@ -15,7 +15,6 @@ from rcompiler.transforms import (CONTRACTION_STRATEGIES, Contraction, Decompose
 from rcompiler.transforms.space import PACKED_NCHW_TILE_KEEPS, laid_out
 
 
-
 @dataclass(frozen=True)
 class Edit:
     """One local move: what it does (`kind`: add, drop, resize, swap or set) to which step, with

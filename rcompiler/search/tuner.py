@@ -327,33 +327,33 @@ class Tuner:
                         continue
                     except ScheduleError as err:  # proposers check legality; this is a last guard
                         known = Measurement(Status.APPLY_ERROR, reason=str(err))
-                        self._write(records, i, base + i, p, known, new=True, reused=True)
+                        self._write(records, i, base, p, known, new=True, reused=True)
                         continue
-                self._write(records, i, base + i, p, known, new=False, reused=True)
+                self._write(records, i, base, p, known, new=False, reused=True)
             candidates = [Candidate(script.text, p.schedule.threads) for _, p, script in to_measure]
             # A candidate 4x slower than the best so far is timed once: it cannot win.
             cutoff = 4 * self.best_seconds if self.best_seconds else None
             for j, m in (self.measurer.measure_many(candidates, cutoff) if candidates else []):
                 i, p, script = to_measure[j]
                 m.reason = script.explain(m.reason) if m.reason else ""
-                self._write(records, i, base + i, p, m, new=True, reused=False)
+                self._write(records, i, base, p, m, new=True, reused=False)
         finally:  # an interrupt or a database error mid-batch keeps what was measured for the report
             for r in records:
                 if r is not None:
                     self._keep(r)
         return records
 
-    def _write(self, records: list, i: int, seq: int, p: Proposal, m: Measurement, new: bool, reused: bool) -> None:
-        """The sample's record in `records[i]` and its row (with its measurement when `new`) in one
+    def _write(self, records: list, i: int, base: int, p: Proposal, m: Measurement, new: bool, reused: bool) -> None:
+        """Sample `base + i`: its record in `records[i]` and its row (with its measurement when `new`) in one
         transaction, an interrupt held until both are written: the report and a resumed run count
         what the database holds."""
         with deferred_interrupts():
-            records[i] = self._record(seq, p, m, reused)  # a database that fails to write it leaves it in the report
+            records[i] = self._record(base + i, p, m, reused)  # a database that fails to write it leaves it in the report
             with self.db.transaction():
                 if new:
                     self.db.record_measurement(self.kernel.fingerprint, self.hardware.fingerprint, p.schedule.key,
                                                p.schedule.to_json(), m)
-                self.db.add_sample(self.study, seq, p.schedule.key, p.parent_key, p.proposer, p.rationale)
+                self.db.add_sample(self.study, base + i, p.schedule.key, p.parent_key, p.proposer, p.rationale)
 
     def _keep(self, r: SampleRecord) -> None:
         self.samples.append(r)
