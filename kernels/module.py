@@ -15,6 +15,7 @@ the module given, is what is compiled and timed end to end.
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
@@ -24,6 +25,8 @@ from .user import kernel_from_mlir
 TASK_PREFIX = "task_"  # the outlined functions are task_0, task_1, ...
 FREE_OPS = ("arith.constant", "tensor.empty")  # rematerialised in each task that uses them
 FILL_OPS = ("linalg.fill", "linalg.copy", "linalg.broadcast")  # initialise an anchor's output
+LAYOUT_ATTR = "bufferization.buffer_layout"  # an argument's memref layout once bufferized
+BORDER_MARK = "rcompiler_border"  # on the entry's fills of a padded tensor that a task writes the interior of
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Program:
     naive_ops: tuple[str, ...] = ()  # ops left in the entry function
     source: str = ""  # the module text as given (what peers such as IREE compile)
     entry_pads: tuple[int, ...] = ()  # ranks of the entry function's tensor.pad ops, in order (all static)
+    entry_fills: tuple[int, ...] = ()  # ranks of the entry's BORDER_MARK fills, in order
 
     @property
     def tunable(self) -> list[Task]:
@@ -95,19 +99,23 @@ def load_program(text: str, func_name: str | None = None, name: str | None = Non
             names.append((f"{TASK_PREFIX}{i}", tuple(op.name for op in group)))
         passmanager.PassManager.parse("builtin.module(canonicalize,cse)").run(module.operation)
         module.operation.verify()
-        naive_ops = tuple(op.name for op in _walk_linalg(entry))
+        funcs = {op.attributes["sym_name"].value: op for op in module.body.operations
+                 if op.operation.name == "func.func"}
+        tasks = _share_functions(ir, entry, funcs, [_task(ir, task, ops, funcs[task]) for task, ops in names])
+        _write_pads_in_place(ir, entry, {op.attributes["sym_name"].value: op for op in module.body.operations
+                                         if op.operation.name == "func.func"})  # those left after sharing
+        module.operation.verify()
+        naive_ops = tuple(op.name for op in _walk_linalg(entry) if BORDER_MARK not in op.attributes)
+        fills = tuple(op.result.type.rank for op in _walk_linalg(entry) if BORDER_MARK in op.attributes)
         # The module script takes the entry's pads one handle each, in this (match) order, so
         # it lists all of them or, when one is dynamic and cannot be copied by rows, none.
         pads = [op for op in _nested(entry) if op.name == "tensor.pad"]
         entry_pads = (tuple(op.result.type.rank for op in pads)
                       if all(op.result.type.has_static_shape for op in pads) else ())
-        funcs = {op.attributes["sym_name"].value: op for op in module.body.operations
-                 if op.operation.name == "func.func"}
-        tasks = _share_functions(ir, entry, funcs, [_task(ir, task, ops, funcs[task]) for task, ops in names])
         payload = str(module)
     kernel = Kernel(original.name, original.dims, payload, original.func_name, original.args, original.flops,
                     original.reduction_length, original.ops, reference=None, kind="module")
-    return Program(original.name, original, kernel, tasks, naive_ops, text, entry_pads)
+    return Program(original.name, original, kernel, tasks, naive_ops, text, entry_pads, fills)
 
 
 def _clone_shared_fills(ir, entry) -> None:
@@ -261,6 +269,130 @@ def _share_functions(ir, entry, funcs: dict, tasks: list[Task]) -> list[Task]:
     for name in redirect:
         funcs[name].operation.erase()
     return [replace(t, function=redirect.get(t.name, t.name)) for t in tasks]
+
+
+def _write_pads_in_place(ir, entry, funcs: dict) -> None:
+    """A task whose result is only padded (an expand conv's output, padded for the depthwise conv
+    that reads it) writes it straight into the interior of the padded tensor, which the entry
+    fills beforehand: the pad's copy, a read and a write of the whole activation outside every
+    task, is gone. The task is tuned alone in its usual form; in the program it takes the interior
+    (a slice of the padded tensor) as one more argument and makes it the output its last op writes,
+    in place of the frontend's tensor.empty (as IREE's dispatches write into a subview of their
+    result). The argument keeps the padded tensor's strides when bufferized
+    (`bufferization.buffer_layout`), so no copy is made at the call; every other argument is
+    declared identity, since such a module bufferizes with inferred result layouts (render.py): the
+    task returns its argument, and the lowering drops that result. Done when every call of the
+    task's function is padded alike."""
+    calls: dict[str, list] = {}
+    for op in entry.regions[0].blocks[0].operations:
+        if op.operation.name == "func.call":
+            calls.setdefault(ir.FlatSymbolRefAttr(op.attributes["callee"]).value, []).append(op)
+    rewritten = False
+    for name, sites in calls.items():
+        pads = [_sole_pad(site) for site in sites]
+        if name not in funcs or not all(pads) or len({_pad_signature(p) for p in pads}) != 1:
+            continue
+        fn, pad = funcs[name], pads[0]
+        block = fn.regions[0].blocks[0]
+        ret = block.operations[len(block.operations) - 1]
+        target = _empty_output(ir, ret.operands[0])
+        if target is None:
+            continue
+        owner, index = target
+        interior, padded = ret.operands[0].type, ir.RankedTensorType(pad.result.type)
+        low = list(ir.DenseI64ArrayAttr(pad.attributes["static_low"]))
+        strides = [math.prod(padded.shape[d + 1:]) for d in range(padded.rank)]
+        layout = ir.StridedLayoutAttr.get(sum(lo * st for lo, st in zip(low, strides)), strides)
+        owner.operands[index] = block.add_argument(interior, ir.Location.unknown())
+        ftype = ir.FunctionType(ir.TypeAttr(fn.attributes["function_type"]).value)
+        fn.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get([*ftype.inputs, interior],
+                                                                              ftype.results))
+        _set_arg_attrs(ir, fn, {len(ftype.inputs): layout})
+        for site, pad in zip(sites, pads):
+            _call_into_interior(ir, site, pad, interior, low)
+        rewritten = True
+    if rewritten:
+        for fn in funcs.values():
+            _set_arg_attrs(ir, fn, {})
+
+
+def _call_into_interior(ir, site, pad, interior, low: list[int]) -> None:
+    """Replace the call `site` and the `pad` of its result: the entry fills the padded tensor
+    (BORDER_MARK), passes its interior to the task, and inserts the result back (in place)."""
+    from mlir.dialects import arith, func, linalg, tensor
+
+    padded = ir.RankedTensorType(pad.result.type)
+    shape = list(ir.ShapedType(interior).shape)
+    with ir.InsertionPoint(site):
+        value = arith.ConstantOp(padded.element_type, _pad_value(pad).owner.attributes["value"])
+        border = linalg.fill(value.result, outs=[tensor.EmptyOp(padded.shape, padded.element_type).result])
+        border.owner.attributes[BORDER_MARK] = ir.UnitAttr.get()
+        window = tensor.ExtractSliceOp(interior, border, [], [], [], low, shape, [1] * len(shape))
+        call = func.CallOp([interior], site.attributes["callee"], [*site.operands, window.result])
+    with ir.InsertionPoint(pad):
+        inserted = tensor.InsertSliceOp(call.result, border, [], [], [], low, shape, [1] * len(shape))
+    pad.result.replace_all_uses_with(inserted.result)
+    pad.operation.erase()
+    site.operation.erase()
+
+
+def _empty_output(ir, value):
+    """(op, operand index) of the tensor.empty that `value` is finally written into, following
+    the outputs of the linalg ops that produce it (a ReLU's output, or a conv's bias fill's)."""
+    op = value.owner
+    while not isinstance(op, ir.Block) and op.name.startswith("linalg."):
+        view = op.opview
+        result = next(i for i, r in enumerate(op.results) if r == value)
+        init = view.outputs[result]
+        if init.owner.name == "tensor.empty":
+            return op, len(view.inputs) + result
+        value, op = init, init.owner
+    return None
+
+
+def _set_arg_attrs(ir, fn, layouts: dict) -> None:
+    """Give `fn`'s tensor arguments a bufferization.buffer_layout: `layouts[i]` for argument i,
+    identity for the others that have none."""
+    types = ir.FunctionType(ir.TypeAttr(fn.attributes["function_type"]).value).inputs
+    old = list(ir.ArrayAttr(fn.attributes["arg_attrs"])) if "arg_attrs" in fn.attributes else []
+    attrs = []
+    for i, t in enumerate(types):
+        given = ir.DictAttr(old[i]) if i < len(old) else ir.DictAttr.get({})
+        entries = {given[k].name: given[k].attr for k in range(len(given))}
+        if i in layouts:
+            entries[LAYOUT_ATTR] = layouts[i]
+        elif LAYOUT_ATTR not in entries and isinstance(t, ir.RankedTensorType):
+            entries[LAYOUT_ATTR] = ir.AffineMapAttr.get(ir.AffineMap.get_identity(ir.RankedTensorType(t).rank))
+        attrs.append(ir.DictAttr.get(entries))
+    fn.attributes["arg_attrs"] = ir.ArrayAttr.get(attrs)
+
+
+def _sole_pad(call):
+    """The static, constant-valued tensor.pad that is the only use of `call`'s only result, if any."""
+    from mlir import ir
+
+    if len(call.results) != 1:
+        return None
+    users = [u.owner for u in call.results[0].uses]
+    if len(users) != 1 or users[0].name != "tensor.pad":
+        return None
+    pad = users[0].opview
+    value = _pad_value(pad)
+    static = len(pad.operands) == 1 and pad.result.type.has_static_shape  # no dynamic low or high
+    if not static or isinstance(value.owner, ir.Block) or value.owner.name != "arith.constant":
+        return None
+    return pad
+
+
+def _pad_value(pad):
+    """What the pad writes around its source: the value its region yields."""
+    body = pad.regions[0].blocks[0].operations
+    return body[len(body) - 1].operands[0]
+
+
+def _pad_signature(pad) -> tuple:
+    return (str(pad.result.type), str(pad.attributes["static_low"]), str(pad.attributes["static_high"]),
+            str(_pad_value(pad).owner.attributes["value"]))
 
 
 # -- each task as a kernel --------------------------------------------------------------

@@ -119,14 +119,33 @@ def test_a_resnet_style_block_in_nchw(tmp_path):
     assert all(o.best.schedule.has("im2col") or o.best.schedule.has("pack_channels")
                or plan(o.best.schedule, o.task.kernel).generalize for o in result.tasks), \
         [str(o.best.schedule) for o in result.tasks]
-    # The convs' tensor.pad ops stay in the entry function. They are copied row by row: a copy of
-    # the whole strided tensor goes to the runtime's memrefCopy, element by element (40% of this
-    # block's time end to end at 64 channels).
+    # The input's tensor.pad stays in the entry function and is copied row by row: a copy of the
+    # whole strided tensor goes to the runtime's memrefCopy, element by element (40% of this
+    # block's time end to end at 64 channels). The first conv's output, padded for the second,
+    # is written by its task straight into the padded tensor, whose border the entry fills.
     from rcompiler.measure.builder import build
 
-    assert result.program.entry_pads == (4, 4)
+    assert (result.program.entry_pads, result.program.entry_fills) == ((4,), (4,))
+    assert result.program.kernel.payload.count("tensor.pad") == 1
     built = build(result.program.kernel.payload, result.best_script)
     assert built.llvm_ir and "memrefCopy" not in built.llvm_ir
+    # Bufferized, the first task is called with a view of the padded buffer (its interior, at an
+    # offset) and nothing is copied into that buffer (the one copy left is the block's result,
+    # into the caller's output).
+    import re
+
+    from mlir import ir, passmanager
+
+    from rcompiler.transforms.lowering import _stages, apply_script
+
+    with ir.Context(), ir.Location.unknown():
+        module = ir.Module.parse(result.program.kernel.payload)
+        apply_script(module, result.best_script)
+        passmanager.PassManager.parse(f"builtin.module({','.join(_stages(1, True)[0])})").run(module.operation)
+        bufferized = str(module)
+    assert re.search(r"call @task_\d+\(.*strided<\[[\d, ]+\], offset: [1-9]\d*>", bufferized), bufferized
+    copies = [line for line in bufferized.splitlines() if "memref.copy" in line]
+    assert len(copies) == 1 and "1x8x10x10" not in copies[0] and "strided" not in copies[0], copies
 
 
 def test_nchw_conv_tasks_pack_channels_and_the_module_verifies_end_to_end(measure_with):

@@ -28,9 +28,10 @@ TO_LLVM = ("convert-vector-to-scf{full-unroll=true},convert-linalg-to-loops,lowe
 # with its output buffers (no buffer returned, so deallocation stays inside each function), and
 # LLVM does not inline them: the program compiles each distinct task once (twelve BERT layers
 # call the same functions), where one inlined function made LLVM's scheduler take minutes.
+# A task that returns its argument (one that writes into a padded tensor's interior) returns nothing.
 PROGRAM_BUFFERIZE = ("one-shot-bufferize{bufferize-function-boundaries=true "
                      "function-boundary-type-conversion=identity-layout-map},"
-                     "buffer-results-to-out-params{hoist-static-allocs=true}")
+                     "canonicalize,drop-equivalent-buffer-results,buffer-results-to-out-params{hoist-static-allocs=true}")
 
 
 def lowering_pipeline(threads: int = 1, program: bool = False) -> str:

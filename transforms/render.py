@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from rcompiler.kernels.base import Kernel
+from rcompiler.kernels.module import BORDER_MARK
 
 from .schedule import Schedule
 from .space import Plan, output_loops, plan
@@ -41,6 +43,14 @@ class Script:
 
 
 PAD_MARK = "rcompiler_pad"  # on the tensor.pad ops of a pad step
+
+
+class ModuleEntry(NamedTuple):
+    """What a module script does in the entry function: `pads` and `fills`, the ranks of its
+    static tensor.pad ops and of its BORDER_MARK fills, in order."""
+    name: str
+    pads: tuple[int, ...] = ()
+    fills: tuple[int, ...] = ()
 
 
 def _strip(reason: str) -> str:
@@ -129,22 +139,30 @@ def render(schedule: Schedule, kernel: Kernel) -> Script:
     return w.script()
 
 
-def render_module(parts: list[tuple[str, Schedule, Kernel]], entry: tuple[str, tuple[int, ...]] | None = None
-                  ) -> Script:
+def render_module(parts: list[tuple[str, Schedule, Kernel]], entry: ModuleEntry | None = None) -> Script:
     """One script for a module of outlined tasks: each (function name, schedule, task kernel)
     applies to the ops of its own function; one bufferization (across function boundaries)
     for the whole module; functions without a part lower naively. `entry` names the entry
-    function and the ranks of its static tensor.pad ops (a convolution's padding, left there
-    by the task split): those are copied row by row too."""
+    function, the ranks of its static tensor.pad ops (a convolution's padding, left there by the
+    task split) and of its fills of padded tensors that tasks write the interior of: those are
+    copied and filled row by row too."""
     w = _Writer()
     finishers = []
-    if entry and entry[1]:
-        name, ranks = entry
-        w.owner = f"{name}: pads"
-        func, pads = _match_func(w, "entry", name, "%root"), w.fresh("pads")
-        w(f"{pads} = transform.structured.match ops{{[\"tensor.pad\"]}} in {func} : ({ANY}) -> {ANY}")
-        for handle, rank in zip(_split(w, pads, len(ranks), "pad"), ranks):
-            _pad_by_rows(w, handle, rank)
+    if entry and (entry.pads or entry.fills):
+        w.owner = f"{entry.name}: pads"
+        func = _match_func(w, "entry", entry.name, "%root")
+        if entry.pads:
+            pads = w.fresh("pads")
+            w(f"{pads} = transform.structured.match ops{{[\"tensor.pad\"]}} in {func} : ({ANY}) -> {ANY}")
+            for handle, rank in zip(_split(w, pads, len(entry.pads), "pad"), entry.pads):
+                _pad_by_rows(w, handle, rank)
+        if entry.fills:
+            fills = w.fresh("borders")
+            w(f"{fills} = transform.structured.match ops{{[\"linalg.fill\"]}} attributes {{{BORDER_MARK}}} "
+              f"in {func} : ({ANY}) -> {ANY}")
+            for handle, rank in zip(_split(w, fills, len(entry.fills), "border"), entry.fills):
+                tiled, _ = _tile_for(w, handle, _rows(rank))
+                w(f"transform.structured.vectorize {tiled} : {ANY}")
     for name, schedule, kernel in parts:
         w.owner = f"setup ({name})"
         func = _match_func(w, "task", name, "%root")
@@ -154,7 +172,11 @@ def render_module(parts: list[tuple[str, Schedule, Kernel]], entry: tuple[str, t
         finishers.append((name, finish))
     w.owner = "bufferize"
     w(f"transform.bufferization.eliminate_empty_tensors %root : {ANY}")
-    w(f"%bufferized = transform.bufferization.one_shot_bufferize layout{{IdentityLayoutMap}} %root "
+    # A task that writes into a padded tensor's interior returns that argument, a strided view:
+    # its result keeps the view's layout (every other argument is declared identity), and the
+    # lowering drops it, so the call neither copies nor allocates (kernels/module.py).
+    layout = "InferLayoutMap" if entry and entry.fills else "IdentityLayoutMap"
+    w(f"%bufferized = transform.bufferization.one_shot_bufferize layout{{{layout}}} %root "
       f"{{bufferize_function_boundaries = true}} : ({ANY}) -> {ANY}")
     for name, finish in finishers:
         w.owner = f"{name}: bufferize"

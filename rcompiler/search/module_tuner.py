@@ -21,7 +21,7 @@ from rcompiler.kernels.module import Program, Task
 from rcompiler.lifetime import Interrupted
 from rcompiler.measure import Candidate, LocalRunners, MeasurerBase, WorkerPoolError
 from rcompiler.measure.results import Measurement
-from rcompiler.transforms import Schedule, render_module
+from rcompiler.transforms import ModuleEntry, Schedule, render_module
 
 from .task_scheduler import TaskScheduler
 from .tuner import SampleRecord, TuneConfig, Tuner, TuneResult
@@ -83,7 +83,7 @@ def compose(program: Program, parts: dict[str, Schedule]):
     """The module script applying each task's schedule to every function of that task."""
     functions = {t.function: t for t in program.tunable if t.key in parts}  # identical tasks share one
     return render_module([(name, parts[t.key], t.kernel) for name, t in functions.items()],
-                         (program.kernel.func_name, program.entry_pads))
+                         ModuleEntry(program.kernel.func_name, program.entry_pads, program.entry_fills))
 
 
 def outgrows_cache(kernel, hardware: Hardware) -> bool:
