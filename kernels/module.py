@@ -99,11 +99,9 @@ def load_program(text: str, func_name: str | None = None, name: str | None = Non
             names.append((f"{TASK_PREFIX}{i}", tuple(op.name for op in group)))
         passmanager.PassManager.parse("builtin.module(canonicalize,cse)").run(module.operation)
         module.operation.verify()
-        funcs = {op.attributes["sym_name"].value: op for op in module.body.operations
-                 if op.operation.name == "func.func"}
+        funcs = _functions(module)
         tasks = _share_functions(ir, entry, funcs, [_task(ir, task, ops, funcs[task]) for task, ops in names])
-        _write_pads_in_place(ir, entry, {op.attributes["sym_name"].value: op for op in module.body.operations
-                                         if op.operation.name == "func.func"})  # those left after sharing
+        _write_pads_in_place(ir, entry, _functions(module))  # those left after sharing
         module.operation.verify()
         naive_ops = tuple(op.name for op in _walk_linalg(entry) if BORDER_MARK not in op.attributes)
         fills = tuple(op.result.type.rank for op in _walk_linalg(entry) if BORDER_MARK in op.attributes)
@@ -116,6 +114,11 @@ def load_program(text: str, func_name: str | None = None, name: str | None = Non
     kernel = Kernel(original.name, original.dims, payload, original.func_name, original.args, original.flops,
                     original.reduction_length, original.ops, reference=None, kind="module")
     return Program(original.name, original, kernel, tasks, naive_ops, text, entry_pads, fills)
+
+
+def _functions(module) -> dict:
+    """The module's functions by name."""
+    return {op.attributes["sym_name"].value: op for op in module.body.operations if op.operation.name == "func.func"}
 
 
 def _clone_shared_fills(ir, entry) -> None:
@@ -289,7 +292,7 @@ def _write_pads_in_place(ir, entry, funcs: dict) -> None:
             calls.setdefault(ir.FlatSymbolRefAttr(op.attributes["callee"]).value, []).append(op)
     rewritten = False
     for name, sites in calls.items():
-        pads = [_sole_pad(site) for site in sites]
+        pads = [_sole_pad(ir, site) for site in sites]
         if name not in funcs or not all(pads) or len({_pad_signature(p) for p in pads}) != 1:
             continue
         fn, pad = funcs[name], pads[0]
@@ -362,15 +365,13 @@ def _set_arg_attrs(ir, fn, layouts: dict) -> None:
         if i in layouts:
             entries[LAYOUT_ATTR] = layouts[i]
         elif LAYOUT_ATTR not in entries and isinstance(t, ir.RankedTensorType):
-            entries[LAYOUT_ATTR] = ir.AffineMapAttr.get(ir.AffineMap.get_identity(ir.RankedTensorType(t).rank))
+            entries[LAYOUT_ATTR] = ir.AffineMapAttr.get(ir.AffineMap.get_identity(t.rank))
         attrs.append(ir.DictAttr.get(entries))
     fn.attributes["arg_attrs"] = ir.ArrayAttr.get(attrs)
 
 
-def _sole_pad(call):
+def _sole_pad(ir, call):
     """The static, constant-valued tensor.pad that is the only use of `call`'s only result, if any."""
-    from mlir import ir
-
     if len(call.results) != 1:
         return None
     users = [u.owner for u in call.results[0].uses]

@@ -7,6 +7,6 @@ from .steps import (CONTRACTION_STRATEGIES, STEP_TYPES, Contraction, Decompose, 
                     PackChannels, Pad, Parallel, Peel, ScheduleError, Step, Tile, Unroll, Vectorize, step_from_json)
 
 __all__ = ["MLIRFailure", "apply_script", "lower_to_llvm", "lowering_pipeline", "ModuleEntry", "Script", "render",
-           "render_module", "Schedule", "applicable", "check", "loop_nest", "plan", "CONTRACTION_STRATEGIES", "STEP_TYPES", "Contraction",
-           "Decompose", "Fuse", "Hoist", "Im2col", "Lanes", "Pack", "PackChannels", "Pad", "Parallel", "Peel",
-           "ScheduleError", "Step", "Tile", "Unroll", "Vectorize", "step_from_json"]
+           "render_module", "Schedule", "applicable", "check", "loop_nest", "plan", "CONTRACTION_STRATEGIES",
+           "STEP_TYPES", "Contraction", "Decompose", "Fuse", "Hoist", "Im2col", "Lanes", "Pack", "PackChannels", "Pad",
+           "Parallel", "Peel", "ScheduleError", "Step", "Tile", "Unroll", "Vectorize", "step_from_json"]

@@ -161,8 +161,7 @@ def render_module(parts: list[tuple[str, Schedule, Kernel]], entry: ModuleEntry 
             w(f"{fills} = transform.structured.match ops{{[\"linalg.fill\"]}} attributes {{{BORDER_MARK}}} "
               f"in {func} : ({ANY}) -> {ANY}")
             for handle, rank in zip(_split(w, fills, len(entry.fills), "border"), entry.fills):
-                tiled, _ = _tile_for(w, handle, _rows(rank))
-                w(f"transform.structured.vectorize {tiled} : {ANY}")
+                _vectorize_by_rows(w, handle, rank)
     for name, schedule, kernel in parts:
         w.owner = f"setup ({name})"
         func = _match_func(w, "task", name, "%root")
@@ -509,8 +508,13 @@ def _pad_by_rows(w: _Writer, pads: str, rank: int) -> None:
     w(f"{slices} = transform.get_producer_of_operand {copies}[1] : ({ANY}) -> {ANY}")
     w(f"{fills} = transform.get_producer_of_operand {slices}[0] : ({ANY}) -> {ANY}")
     for handle in (fills, copies):  # a row of a copy is contiguous on both sides: it becomes a memcpy
-        tiled, _ = _tile_for(w, handle, _rows(rank))
-        w(f"transform.structured.vectorize {tiled} : {ANY}")
+        _vectorize_by_rows(w, handle, rank)
+
+
+def _vectorize_by_rows(w: _Writer, handle: str, rank: int) -> None:
+    """Tile the ops of `handle` (of one rank) to rows and vectorize each row."""
+    tiled, _ = _tile_for(w, handle, _rows(rank))
+    w(f"transform.structured.vectorize {tiled} : {ANY}")
 
 
 def _after_bufferize(w: _Writer, schedule: Schedule, bfunc: str, reassociate: bool = False) -> None:
