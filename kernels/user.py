@@ -17,6 +17,7 @@ from .booleans import widen_booleans
 from .folding import fold_constants, mark_params, param_digests
 from .params import hoist_constants, store
 from .index_bounds import index_bounds
+from .strided import split_column_phases
 from .structure import analyze, walk as _walk
 
 SUPPORTED_DIALECTS = {"func", "linalg", "arith", "math", "tensor", "bufferization", "memref"}
@@ -51,6 +52,7 @@ def kernel_from_mlir(text: str, func_name: str | None = None, name: str | None =
         bounds = index_bounds(func)
         widen_booleans(module)  # the types above keep saying which arguments are booleans
         if params:
+            split_column_phases(func)  # before folding, which computes its padded weights once
             _hoist(module, func, len(arg_types), evaluate)
         digests = param_digests(func)
         ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)

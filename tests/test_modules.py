@@ -148,6 +148,50 @@ def test_a_resnet_style_block_in_nchw(tmp_path):
     assert len(copies) == 1 and "1x8x10x10" not in copies[0] and "strided" not in copies[0], copies
 
 
+def strided_depthwise(weights: np.ndarray, size: int) -> str:
+    """A stride-2 3x3 depthwise NCHW conv on an already padded image, weights as a literal."""
+    c = weights.shape[0]
+    out = (size - 3) // 2 + 1
+    literal = np.array2string(weights, separator=", ", threshold=10**6, floatmode="unique").replace("\n", "")
+    return f"""
+func.func @dw(%x: tensor<1x{c}x{size}x{size}xf32>) -> tensor<1x{c}x{out}x{out}xf32> {{
+  %w = arith.constant dense<{literal}> : tensor<{c}x3x3xf32>
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<1x{c}x{out}x{out}xf32>
+  %init = linalg.fill ins(%zero : f32) outs(%e : tensor<1x{c}x{out}x{out}xf32>) -> tensor<1x{c}x{out}x{out}xf32>
+  %y = linalg.depthwise_conv_2d_nchw_chw {{dilations = dense<1> : vector<2xi64>, strides = dense<2> : vector<2xi64>}}
+       ins(%x, %w : tensor<1x{c}x{size}x{size}xf32>, tensor<{c}x3x3xf32>)
+       outs(%init : tensor<1x{c}x{out}x{out}xf32>) -> tensor<1x{c}x{out}x{out}xf32>
+  return %y : tensor<1x{c}x{out}x{out}xf32>
+}}"""
+
+
+def test_a_stride_2_depthwise_conv_reads_column_phases_and_matches_numpy(tmp_path):
+    """MobileNet's stride-2 depthwise convs: the columns split into even and odd phases
+    (kernels/strided.py) so that the window reads contiguously; the program, tuned, computes
+    what NumPy computes from the original op's definition."""
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((8, 3, 3)).astype(np.float32)
+    path = tmp_path / "dw.mlir"
+    path.write_text(strided_depthwise(weights, 18))
+    result = rcompiler.tune(str(path), budget=6, min_time=0.02, db=tmp_path / "t.db")
+    kernel = result.kernel  # one task: tuned as a kernel, in its rewritten form
+    assert "depthwise_conv" not in kernel.payload and "tensor<1x8x18x9x2xf32>" in kernel.payload
+    assert kernel.structure[kernel.main_index].sizes == (1, 8, 8, 8, 3, 2, 2)
+    # The heuristic's first guess already keeps a whole row of outputs by both phases in a tile.
+    assert result.best is not None and result.best.status == "ok", result.best
+    first = result.samples[0].schedule.get("tile").sizes
+    assert (first[3], first[6]) == (8, 2), first
+
+    x = rng.standard_normal((1, 8, 18, 18)).astype(np.float32)
+    expected = np.zeros((1, 8, 8, 8), np.float32)
+    for kh in range(3):
+        for kw in range(3):
+            expected += x[:, :, kh:kh + 16:2, kw:kw + 16:2] * weights[None, :, kh, kw, None, None]
+    got = rcompiler.compile(result.kernel, result.best.schedule)(x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_nchw_conv_tasks_pack_channels_and_the_module_verifies_end_to_end(measure_with):
     """pack_channels on what a PyTorch-style frontend emits: a bias broadcast as the conv's init
     (packed with it), ReLU and a residual add after it (on the unpacked output); each task and

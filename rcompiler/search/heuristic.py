@@ -344,6 +344,34 @@ class HeuristicProposer:
                 fused.append((why + ", with the fill and the activation fused into its tiles",
                               Schedule.of([Fuse(), Tile(outer), Tile(red), Vectorize(), Hoist()])))
             ideas = fused + ideas
+        return self._phase_split(kernel, hw, par) + ideas
+
+    @staticmethod
+    def _phase_split(kernel: Kernel, hw: Hardware, par: list[int]) -> list[tuple[str, Schedule]]:
+        """A strided window split into column phases (kernels/strided.py) reads `in[.., ow + a, b]`,
+        b a reduction along the input's contiguous innermost dim: a whole row of ow by every b is
+        one contiguous run, and the strided rows stay one per tile."""
+        op = kernel.structure[kernel.main_index]
+        nest = loop_nest(kernel)
+        phases = set()
+        for o in op.inputs:
+            last = o.index[-1] if o.index else None
+            strided = any(t and any(coef != 1 for _, coef in t) for t in o.index)
+            if strided and last and len(last) == 1 and nest.iterators[last[0][0]] == "reduction":
+                phases.add(last[0][0])
+        if not phases or not par:
+            return []
+        ow = par[-1]  # the window loops read beside it: a in ow + a
+        columns = {loop for o in op.inputs for t in o.index if t and ow in dict(t) for loop in dict(t)} - {ow}
+        ideas = []
+        for whole in (columns, set()):
+            sizes = [1] * len(nest.extents)
+            sizes[ow] = snap(nest.extents[ow], 4 * hw.f32_lanes)
+            for loop in phases | whole:
+                sizes[loop] = nest.extents[loop]
+            ideas.append((f"a row of {sizes[ow]} outputs by every column phase{' and window column' if whole else ''}, "
+                          "read as one contiguous run, one strided row per tile",
+                          Schedule.of([Tile(tuple(sizes)), Vectorize(), Hoist()])))
         return ideas
 
     def _parallel(self, kernel: Kernel, base: Schedule, threads: int):
