@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+from .structure import walk
+
 DEPTHWISE = "linalg.depthwise_conv_2d_nchw_chw"
 
 
@@ -23,7 +25,7 @@ def split_column_phases(func) -> int:
     from mlir import ir
 
     done = 0
-    for op in [op for op in _walk(func.operation) if op.name == DEPTHWISE]:
+    for op in [op for op in walk(func.operation) if op.name == DEPTHWISE]:
         plan = _plan(ir, op.opview)
         if plan is not None:
             _rewrite(ir, op.opview, *plan)
@@ -87,10 +89,3 @@ def _reassociation(groups: list[list[int]]):
     return ir.ArrayAttr.get([ir.ArrayAttr.get([ir.IntegerAttr.get(ir.IntegerType.get_signless(64), i)
                                                for i in g]) for g in groups])
 
-
-def _walk(op):
-    for region in op.regions:
-        for block in region.blocks:
-            for inner in block.operations:
-                yield inner.operation
-                yield from _walk(inner.operation)

@@ -344,15 +344,14 @@ class HeuristicProposer:
                 fused.append((why + ", with the fill and the activation fused into its tiles",
                               Schedule.of([Fuse(), Tile(outer), Tile(red), Vectorize(), Hoist()])))
             ideas = fused + ideas
-        return self._phase_split(kernel, hw, par) + ideas
+        return self._phase_split(kernel, hw, nest, par) + ideas
 
     @staticmethod
-    def _phase_split(kernel: Kernel, hw: Hardware, par: list[int]) -> list[tuple[str, Schedule]]:
+    def _phase_split(kernel: Kernel, hw: Hardware, nest, par: list[int]) -> list[tuple[str, Schedule]]:
         """A strided window split into column phases (kernels/strided.py) reads `in[.., ow + a, b]`,
         b a reduction along the input's contiguous innermost dim: a whole row of ow by every b is
         one contiguous run, and the strided rows stay one per tile."""
         op = kernel.structure[kernel.main_index]
-        nest = loop_nest(kernel)
         phases = set()
         for o in op.inputs:
             last = o.index[-1] if o.index else None
