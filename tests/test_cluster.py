@@ -202,10 +202,11 @@ def test_runners_are_grouped_by_hardware_fingerprint():
 
 
 def test_a_hanging_build_is_cancelled_at_its_time_limit(cluster, tmp_path):
-    # The 3rd build and later hang in native code (the 1st is the naive baseline's).
+    # The 3rd build and later hang in native code (the 1st is the naive baseline's). The limit leaves
+    # the naive build room on a loaded machine (3 s was missed there by a Ray builder's cold start).
     log = tmp_path / "faults.log"
     proc, report = _tune(cluster, tmp_path, "--kernel", "matmul", "--shape", "64,64,64", "--budget", "3",
-                         "--compile-timeout", "3", env={"RCOMPILER_FAULT": "build:hang:3", "RCOMPILER_FAULT_LOG": str(log)})
+                         "--compile-timeout", "10", env={"RCOMPILER_FAULT": "build:hang:3", "RCOMPILER_FAULT_LOG": str(log)})
     statuses = [s["status"] for s in report["samples"]]
     assert sorted(statuses) == ["ok", "timeout", "timeout"], statuses
-    assert all("compile exceeded 3 s" in s["reason"] for s in report["samples"] if s["status"] == "timeout")
+    assert all("compile exceeded 10 s" in s["reason"] for s in report["samples"] if s["status"] == "timeout")

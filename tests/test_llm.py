@@ -9,6 +9,7 @@ import pytest
 
 from fake_llm import FakeLLM
 from rcompiler.db import Database
+from rcompiler.hardware import detect
 from rcompiler.kernels import get_kernel, kernel_from_mlir
 from rcompiler.measure import Limits
 from rcompiler.search.tuner import TuneConfig, Tuner
@@ -46,7 +47,7 @@ def test_good_answers_become_measured_llm_proposals(tmp_path):
     request = fake.requests[0]
     assert request["response_format"]["type"] == "json_schema"
     prompt = request["messages"][1]["content"]
-    for fact in ("linalg.matmul", "m=64", "512-bit" if "512" in prompt else "bit", "tile sizes", "Current schedule"):
+    for fact in ("linalg.matmul", "m=64", f"{detect().vector_bits}-bit", "tile sizes", "Current schedule"):
         assert fact in prompt
 
 

@@ -19,6 +19,7 @@ from rcompiler.jit import mlir_tool
 from rcompiler.kernels import KernelError, kernel_from_mlir
 from rcompiler.kernels.models import bert_ffn, resnet_block
 from rcompiler.kernels.module import load_program
+from rcompiler.search import warm_start
 from rcompiler.search.task_scheduler import TaskScheduler
 
 DATA = Path(__file__).parent / "data"
@@ -284,8 +285,10 @@ def test_a_task_starts_from_the_best_schedule_of_a_similar_one_and_resumes_the_s
     first = rcompiler.tune(str(MLP), budget=8, min_time=0.01, db=tmp_path / "t.db")
     one, two = (o.result.samples for o in first.tasks)
     transferred = [s for s in two if "similar task" in s.rationale]
-    assert len(transferred) == 1 and first.tasks[0].task.kernel.label in transferred[0].rationale
-    assert transferred[0].schedule.key in {s.key for s in one if s.status == "ok"}
+    # How many of the first task's fastest schedules fit the second depends on which won on this host.
+    assert 1 <= len(transferred) <= warm_start.MOST
+    assert all(first.tasks[0].task.kernel.label in s.rationale for s in transferred)
+    assert {s.schedule.key for s in transferred} <= {s.key for s in one if s.status == "ok"}
     assert not any("similar task" in s.rationale for s in one)  # nothing like it was tuned before
     again = rcompiler.tune(str(MLP), budget=8, min_time=0.01, db=tmp_path / "t.db")
     assert [[s.key for s in o.result.samples] for o in again.tasks] == [[s.key for s in o.result.samples]
