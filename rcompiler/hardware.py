@@ -98,6 +98,13 @@ def detect() -> Hardware:
                     l3_bytes=caches.get("l3", 0), l1d_ways=caches.get("l1_ways") or 8)
 
 
+def probe_chains(hw: Hardware) -> int:
+    """Independent FMA chains for the probe: enough to hide the FMA latency on every port (4 cycles x
+    2 ports on the hosts here), few enough that they and the three operands stay in registers (16
+    chains spill on a 16-register AVX2 file, and the probe then reads half the peak)."""
+    return min(16, hw.vector_registers - 4)
+
+
 def fma_probe_payload(lanes: int, chains: int = 16, iterations: int = 1 << 18) -> str:
     """MLIR for `chains` independent vector FMA chains: enough to hide FMA latency."""
     vec = f"vector<{lanes}xf32>"
@@ -134,7 +141,8 @@ def measure_fma_peak(min_time: float = 0.3, repeats: int = 3) -> float:
     from rcompiler.measure.builder import build
     from rcompiler.measure.timing import time_call
 
-    lanes, chains, iterations = detect().f32_lanes, 16, 1 << 18
+    hw = detect()
+    lanes, chains, iterations = hw.f32_lanes, probe_chains(hw), 1 << 18
     built = build(fma_probe_payload(lanes, chains, iterations), None)
     if built.llvm_ir is None:
         raise RuntimeError(f"FMA probe failed to compile: {built.reason}")
