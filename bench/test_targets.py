@@ -18,7 +18,9 @@ from rcompiler.db import Database
 from rcompiler.kernels import get_kernel
 from rcompiler.measure import Candidate, Limits, Measurer
 from rcompiler.search.tuner import TuneConfig, Tuner
-from rcompiler.transforms import Decompose, Hoist, Parallel, Peel, Schedule, Tile, Vectorize, check, render
+from rcompiler.hardware import detect
+from rcompiler.search.heuristic import register_tiles
+from rcompiler.transforms import Decompose, Hoist, Pack, Parallel, Peel, Schedule, Tile, Vectorize, check, render
 
 from . import peers
 from .common import interleaved, peak_gflops
@@ -33,18 +35,22 @@ def record(name: str, data: dict) -> None:
 
 
 def matmul_sweep(kernel) -> list[Schedule]:
-    """A plain grid: register tiles x cache tiles, k innermost in registers."""
+    """A plain grid: the host's four best register tiles x cache tiles, k innermost in registers,
+    with B as it is and packed into vector-wide panels."""
     M, N = kernel.dims["M"], kernel.dims["N"]
-    register = [(4, 64), (6, 64), (8, 32), (8, 48), (12, 32), (14, 32), (16, 16)]
+    lanes = detect().f32_lanes
+    register = register_tiles(detect(), M, N)[:4]
     cache = [(64, 256, 256), (128, 256, 256), (32, 512, 256), (64, 512, 128), (128, 128, 512), (256, 256, 128)]
     out = []
     for (mr, nr), (mc, nc, kc) in itertools.product(register, cache):
         mc = mc if mc % mr == 0 else M
         nc = nc if nc % nr == 0 else N
         peel = [Peel()] if mc % mr or nc % nr else []
-        s = Schedule.of([Tile((mc, nc, kc), (0, 2, 1)), Tile((mr, nr, 1)), Vectorize(), Hoist(), *peel])
-        if check(s, kernel) is None:
-            out.append(s)
+        for s in (Schedule.of([Tile((mc, nc, kc), (0, 2, 1)), Tile((mr, nr, 1)), Vectorize(), Hoist(), *peel]),
+                  Schedule.of([Pack((0, lanes, 0)), Tile((mc, nc // lanes, kc, 0), (0, 2, 1, 3)),
+                               Tile((mr, nr // lanes, 1, lanes)), Vectorize(), Hoist(), *peel])):
+            if check(s, kernel) is None and s not in out:
+                out.append(s)
     return out
 
 

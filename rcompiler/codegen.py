@@ -17,7 +17,9 @@ measurements of every other kernel stay valid.
 #    no temporary and copy); a windowed op (depthwise conv, 2-D conv, pooling) whose window the
 #    innermost tile leaves at 1 is vectorized as a generic instead of staying scalar; a fused
 #    consumer of an op whose loops run in another order than its output is tiled by the right sizes.
-VERSION = 5
+# 6: a pack step lays B's panels out n block by n block, each one contiguous run along k (they
+#    were packed k-major, in B's own order: a copy with the same strides as B).
+VERSION = 6
 
 # Each op's entry, with what each bump changed (the order is part of the fingerprint text):
 OP_VERSIONS = {

@@ -27,6 +27,7 @@ CASES = {
     "pack batch": ("batch_matmul", (2, 16, 32, 8), (Pack((8, 16, 1)), Tile((1, 1, 1, 1, 0, 0, 0))) + VEC),
     "pack only b": ("matmul_transpose_b", (24, 64, 16), (Pack((0, 16, 0)), Tile((8, 2, 1, 16))) + VEC),
     "pack only b batch": ("batch_matmul", (2, 16, 32, 8), (Pack((0, 16, 0)), Tile((1, 8, 1, 1, 16))) + VEC),
+    "pack only b k x n": ("matmul", (24, 64, 8), (Pack((0, 16, 0)), Tile((8, 2, 1, 16))) + VEC),
     "unroll": ("matmul", (32, 64, 16), (Tile((8, 32, 4)), Tile((8, 32, 1)), Unroll(2, 2)) + VEC),
     "contraction dot": ("matmul", (32, 64, 16), (Tile((8, 32, 1)), Contraction("dot")) + VEC),
     "contraction parallelarith": ("matmul", (32, 64, 16), (Tile((8, 32, 1)), Contraction("parallelarith")) + VEC),
@@ -423,6 +424,17 @@ def test_decompose_refuses_the_miscompiling_h_axis_form():
     kernel = get_kernel("conv2d", (1, 30, 30, 32, 32, 3, 3))
     reason = check(Schedule.of([Tile((1, 14, 1, 16, 1, 1, 4)), Decompose(), Vectorize()]), kernel)
     assert reason and "oh=1 and kh=1" in reason
+
+
+@pytest.mark.parametrize("case,panels", [("pack only b k x n", "4x8x16"), ("pack only b", "4x16x16"),
+                                         ("pack only b batch", "2x2x8x16"), ("pack batch", "2x2x8x16x1")])
+def test_packed_b_panels_are_contiguous_along_k(case, panels):
+    """B packed into n-wide panels lies panel after panel, each one run along k (n blocks
+    outermost), whether B was stored k x n or n x k: packed k-major, a panel's rows stayed a row
+    of B apart (4 KiB at n = 1024, one L1 set) and the copy bought nothing."""
+    with _transformed(case) as module:
+        allocs = re.findall(r"memref.alloc\(\) \{alignment = \d+ : i64\} : memref<([\dx]+)xf32>", str(module))
+    assert panels in allocs, allocs
 
 
 def test_pack_packs_all_three_operands_or_only_b():

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from rcompiler.kernels.base import Kernel
 from rcompiler.kernels.module import BORDER_MARK
+from rcompiler.kernels.structure import Operand
 
 from .schedule import Schedule
 from .space import Plan, output_loops, plan
@@ -300,15 +301,27 @@ def _layout(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str, 
     if pack is not None:
         w.owner = _label(schedule, "pack")
         packed = w.fresh("packed")
+        generic_t, pack_t = "!transform.op<\"linalg.generic\">", "!transform.op<\"linalg.pack\">"
         w(f"{packed} = transform.structured.pack_greedily {main} matmul_packed_sizes = {list(pack.sizes)} "
-          f"matmul_inner_dims_order = [0, 1, 2] : ({ANY}) -> !transform.op<\"linalg.generic\">")
+          f"matmul_inner_dims_order = [0, 1, 2] : ({ANY}) -> {generic_t}")
+        pm, pn, _ = pack.sizes
+        batch = len(p.nest.extents) - (4 if pm == 0 else 6)
+        # B (k x n) packs with its outer dims in its own order, k blocks outermost: a panel's rows
+        # would stay a row of B apart (4 KiB at n=1024, one L1 set), the copy buying nothing. Outer
+        # n blocks first make each n-wide panel one contiguous run along k, as BLAS packs it.
+        if _k_rows_first(kernel.structure[kernel.main_index].inputs[1], batch):
+            b_pack, b_cast = w.fresh("bpack"), w.fresh("bpack")
+            w(f"{b_pack} = transform.get_producer_of_operand {packed}[1] : ({generic_t}) -> {ANY}")
+            w(f"{b_cast} = transform.cast {b_pack} : {ANY} to {pack_t}")
+            outer, repacked = list(range(batch)) + [batch + 1, batch], w.fresh("repacked")
+            w(f"{repacked}, {w.fresh('bpack')}, {w.fresh('unpack')} = transform.structured.pack_transpose {b_cast} "
+              f"with_compute_op({packed}) outer_perm = {outer} : ({pack_t}, {generic_t}) -> ({generic_t}, {pack_t}, {ANY})")
+            packed = repacked
         new = w.fresh("main")
-        w(f"{new} = transform.cast {packed} : !transform.op<\"linalg.generic\"> to {ANY}")
+        w(f"{new} = transform.cast {packed} : {generic_t} to {ANY}")
         # Tile pack/unpack ops to single inner tiles and decompose them into
         # pad/transpose/insert_slice: no reshapes, which fold_memref_alias_ops
         # would otherwise chase forever after bufferization.
-        pm, pn, _ = pack.sizes
-        batch = len(p.nest.extents) - (4 if pm == 0 else 6)
         packs, unpacks = w.fresh("packs"), w.fresh("unpacks")
         w(f"{packs} = transform.structured.match ops{{[\"linalg.pack\"]}} in {scope} : ({ANY}) -> {ANY}")
         _tile_for(w, packs, [1] * (batch + 2))
@@ -329,6 +342,14 @@ def _layout(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str, 
         _tile_for(w, img, [1, 1, 0])
         return new
     return main
+
+
+def _k_rows_first(b: Operand, batch: int) -> bool:
+    """Whether a contraction's B holds its k dim before its n dim (stored k x n; the loops after
+    `batch` batch loops are m, n, k): its packed panels then need their outer dims swapped."""
+    def dim_of(loop: int) -> int:
+        return next(i for i, terms in enumerate(b.index) if terms and loop in dict(terms))
+    return dim_of(batch + 2) < dim_of(batch + 1)
 
 
 def _pack_channels(w: _Writer, schedule: Schedule, kernel: Kernel, p: Plan, main: str, scope: str, func: str) -> str:

@@ -22,6 +22,10 @@ from .context import Evaluated, Proposal, ProposalContext
 from .edits import Edit, all_edits, divisors, legal
 
 F32 = 4
+# Independent FMAs in flight that keep every FMA pipe busy: 4 cycles of latency x 2 pipes on the
+# hosts here (Zen 3/4/5, Intel since Skylake-X). A register tile with no more accumulators than
+# that stalls whenever a load or broadcast is late; half as many again leaves the slack.
+FMAS_IN_FLIGHT = 8
 
 
 def snap(extent: int, target: float, multiple_of: int = 1) -> int:
@@ -50,6 +54,9 @@ def register_tiles(hw: Hardware, rows: int, cols: int) -> list[tuple[int, int]]:
         for mr in range(min(max_rows, rows), 0, -1):
             # Per reduction step: mr broadcasts + vecs loads feed mr * vecs FMAs.
             score = mr * vecs / (mr + vecs)
+            # Too few accumulators to hide the FMA latency (16 AVX2 registers: 4x16 holds 8, 6x16 holds
+            # 12 and measured 80 against 68-76 GFLOP/s on Zen 3, peeled rows included).
+            score *= min(1.0, mr * vecs / (1.5 * FMAS_IN_FLIGHT))
             score *= (1.0 if rows % mr == 0 else 0.85) * (1.0 if cols % nr == 0 else 0.85)  # else peel
             out.append((score, mr, min(nr, cols)))
     out.sort(reverse=True)
@@ -214,15 +221,19 @@ class HeuristicProposer:
         pass over B per call; then the usual register and cache tiles, over panels."""
         B = _b_operand(kernel, len(b))
         lanes = hw.f32_lanes
-        if B is None or B.contiguous_loop() == len(b) + 1 or N % lanes:
+        if B is None or N % lanes:
+            return None
+        if B.contiguous_loop() == len(b) + 1 and not _rows_collide_in_l1(B.stride_bytes(len(b) + 2), K, M, hw):
             return None
         mr, nr = next(((mr, nr) for mr, nr in register_tiles(hw, M, N) if nr % lanes == 0 and N % nr == 0),
                       (1, lanes))
         kc = snap(K, hw.l1d_bytes / ((mr + nr) * F32))
         mc, nc = snap(M, 8 * mr, mr), snap(N, hw.l2_bytes / (4 * kc * F32), nr)
         order = tuple(range(len(b))) + tuple(x + len(b) for x in (0, 2, 1, 3))
-        why = (f"B is read along n but stored with k contiguous: pack only B into {lanes}-wide panels "
-               f"contiguous along n (one pass over B), keep A as it is, then block {mc}x{nc}x{kc} and a "
+        stored = ("stored with k contiguous" if B.contiguous_loop() != len(b) + 1 else
+                  f"its rows {B.stride_bytes(len(b) + 2)} bytes apart share a few L1 sets")
+        why = (f"B is read along n but {stored}: pack only B into {lanes}-wide panels, each one "
+               f"contiguous run along k (one pass over B), keep A as it is, then block {mc}x{nc}x{kc} and a "
                f"{mr}x{nr} register tile over the panels")
         return why, Schedule.of([Pack((0, lanes, 0)), Tile(tuple(b + [mc, nc // lanes, kc, 0]), order),
                                  Tile(tuple(b + [mr, nr // lanes, 1, lanes])), Vectorize(), Hoist(),
@@ -450,6 +461,18 @@ class HeuristicProposer:
             note = f" (this kind of edit changed speed by {2 ** learned[e.group]:.2f}x on average so far)"
         base = ctx.result.describe() if ctx.result else str(ctx.schedule)
         return f"edit: {e.text}{note}; from {base[:200]}"
+
+
+def _rows_collide_in_l1(stride: int | None, K: int, M: int, hw: Hardware, line: int = 64) -> bool:
+    """Whether the k rows of B (`stride` bytes apart) that a register tile walks map to so few L1
+    sets that they cannot stay in L1 (rows a multiple of the way size apart all share one set), and
+    M is large enough to pay for copying B into panels once per call: the copy moves each byte of
+    B once, the product then does M/2 FLOPs with it (at M >= 256, over a hundred)."""
+    if not stride or stride % line or M < 256:
+        return False
+    sets = hw.l1d_way_bytes // line
+    rows_kept = hw.l1d_ways * sets // math.gcd(stride // line, sets)
+    return rows_kept < min(K, 256)
 
 
 def _b_operand(kernel: Kernel, batch: int):
