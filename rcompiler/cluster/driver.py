@@ -15,7 +15,8 @@ from collections import Counter
 
 from rcompiler.hardware import Hardware
 
-SLICE_SECONDS = 0.25  # the longest Ray call: an interrupt is raised between calls, never inside one
+from .calls import get, wait
+
 STARTUP_SECONDS = 120.0  # for a runner actor to start (a new worker imports numpy and pebble)
 REPLACE_SECONDS = 600.0  # for a lost runner's replacement, which waits for a free timing core
 FORWARDED_ENV = ("RCOMPILER_FAULT", "RCOMPILER_FAULT_LOG")  # fault injection reaches the nodes' workers
@@ -23,36 +24,6 @@ FORWARDED_ENV = ("RCOMPILER_FAULT", "RCOMPILER_FAULT_LOG")  # fault injection re
 
 class ClusterError(RuntimeError):
     """The cluster cannot be reached or cannot time anything; the message says what to do."""
-
-
-def wait(refs: list, timeout: float | None = None, stop=lambda: False) -> list:
-    """The first of `refs` to finish, [] when none does within `timeout` seconds (or `stop()`).
-
-    Ray's core worker shuts down when an exception is raised inside one of its native
-    calls, so Ctrl-C waits for the slice in progress to end (see lifetime.deferred_interrupts)."""
-    import ray
-
-    from rcompiler.lifetime import deferred_interrupts
-
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        left = SLICE_SECONDS if deadline is None else min(SLICE_SECONDS, max(0.0, deadline - time.monotonic()))
-        with deferred_interrupts():
-            done, _ = ray.wait(refs, num_returns=1, timeout=left)
-        if done or stop() or (deadline is not None and time.monotonic() >= deadline):
-            return done
-
-
-def get(ref, timeout: float | None = None, stop=lambda: False):
-    """ray.get of one ref, waited for in slices (see `wait`); TimeoutError when not ready in time."""
-    import ray
-
-    from rcompiler.lifetime import deferred_interrupts
-
-    if not wait([ref], timeout, stop):
-        raise TimeoutError(f"no answer within {timeout:g} s" if timeout is not None else "stopped")
-    with deferred_interrupts():
-        return ray.get(ref)
 
 
 def _check_reachable(address: str, seconds: float = 5.0) -> None:
@@ -81,7 +52,7 @@ class RunnerGroup:
         self._started = time.monotonic()
         self._most = 0  # runners the group has had at once
 
-    # -- the backend interface (as rcompiler.measure.LocalRunners) -------------------------
+    # -- the backend protocol (rcompiler.measure.backend.Backend) --------------------------
     @property
     def parallelism(self) -> int:
         """Candidates to have in flight: every runner busy while the next ones build."""

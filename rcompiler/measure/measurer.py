@@ -286,7 +286,8 @@ def _collect(future, limit: float, result, stage: str, during: str, unexpected: 
 
 
 class LocalRunners:
-    """The default backend: this machine, one builder and one runner process per study."""
+    """The default backend (rcompiler.measure.backend.Backend): this machine, one builder and one
+    runner process per study."""
 
     parallelism = 0  # candidates in flight: as many as the strategy asks for at once
     parallel_tasks = 1  # a module's tasks are tuned one at a time

@@ -19,7 +19,7 @@ from rcompiler.db import Database, DatabaseError
 from rcompiler.hardware import Hardware
 from rcompiler.kernels.module import Program, Task
 from rcompiler.lifetime import Interrupted
-from rcompiler.measure import Candidate, LocalRunners, MeasurerBase, WorkerPoolError
+from rcompiler.measure import Backend, Candidate, LocalRunners, MeasurerBase, WorkerPoolError
 from rcompiler.measure.results import Measurement
 from rcompiler.transforms import ModuleEntry, Schedule, render_module
 
@@ -98,7 +98,7 @@ def parts_key(parts: dict[str, Schedule]) -> str:
 
 class ModuleTuner:
     def __init__(self, program: Program, config: TuneConfig, db: Database,
-                 on_sample: Callable[[SampleRecord, Tuner], None] | None = None, backend=None):
+                 on_sample: Callable[[SampleRecord, Tuner], None] | None = None, backend: Backend | None = None):
         self.program, self.config, self.db = program, config, db
         self.backend = backend or LocalRunners()
         self.hardware = self.backend.hardware

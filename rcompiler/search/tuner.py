@@ -15,7 +15,7 @@ from rcompiler.db import Database, DatabaseError
 from rcompiler.hardware import Hardware
 from rcompiler.kernels.base import Kernel
 from rcompiler.lifetime import Interrupted, deferred_interrupts
-from rcompiler.measure import Candidate, Limits, LocalRunners, MeasurerBase
+from rcompiler.measure import Backend, Candidate, Limits, LocalRunners, MeasurerBase
 from rcompiler.measure.results import Measurement, Status
 from rcompiler.transforms import Schedule, ScheduleError, render
 
@@ -148,7 +148,7 @@ class Tuner:
     runners of one hardware fingerprint on a cluster (rcompiler.cluster)."""
 
     def __init__(self, kernel: Kernel, config: TuneConfig, db: Database,
-                 on_sample: Callable[[SampleRecord, "Tuner"], None] | None = None, backend=None):
+                 on_sample: Callable[[SampleRecord, "Tuner"], None] | None = None, backend: Backend | None = None):
         self.kernel, self.config, self.db = kernel, config, db
         self.backend = backend or LocalRunners()
         self.hardware = self.backend.hardware
