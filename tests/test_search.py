@@ -384,21 +384,38 @@ def test_register_tiles_are_one_two_or_four_vectors_wide():
         assert widths <= {hw.f32_lanes, 2 * hw.f32_lanes, 4 * hw.f32_lanes} | {cols}, widths
 
 
-def test_heuristic_packs_nchw_channels_into_vector_blocks_first():
-    """NCHW: the first ideas pack channels into blocks of one vector (read in place) before the
-    im2col ones (a patch-matrix copy); sizes follow the detected vector width and register file."""
+@pytest.mark.parametrize("registers", [AVX2, AVX512])
+@pytest.mark.parametrize("channels,size", [(128, 30), (64, 58), (256, 16), (512, 9)])
+def test_heuristic_packs_nchw_channels_into_vector_blocks_first(registers, channels, size):
+    """NCHW: the first ideas pack channels into blocks of whole vectors (read in place) before the
+    im2col ones (a patch-matrix copy), with a register tile of pixels x channel vectors that holds
+    more accumulators than FMAs in flight and fits the register file; with none such (7 pixels
+    a row), the tile with the most."""
+    from mlir_snippets import conv_nchw_on_tensors
+
+    from rcompiler.kernels import kernel_from_mlir
+    from rcompiler.search.heuristic import FMAS_IN_FLIGHT
+
+    hw = dataclasses.replace(detect(), **registers)
+    conv = kernel_from_mlir(conv_nchw_on_tensors(channels, size, channels))
+    ideas = [s for _, s in HeuristicProposer().initial(conv, hw, 1)]
+    assert all(check(s, conv) is None for s in ideas)
+    first = ideas[0]
+    block, pixels = first.get("pack_channels").sizes[0], first.tiles[-1].sizes[3]
+    vectors = block // hw.f32_lanes
+    assert block % hw.f32_lanes == 0 and (size - 2) % pixels == 0
+    assert pixels * vectors + vectors + 1 <= hw.vector_registers
+    # 7 pixels by 2 vectors spill 16 AVX2 registers: then 7 by 1
+    assert pixels * vectors >= FMAS_IN_FLIGHT or (pixels, vectors, size - 2) == (7, 1, 7)
+    assert any(s.has("im2col") for s in ideas[1:])
+
+
+def test_heuristic_packs_narrow_nchw_convs_with_im2col_only():
     from mlir_snippets import conv_nchw_on_tensors
 
     from rcompiler.kernels import kernel_from_mlir
 
     hw = detect()
-    conv = kernel_from_mlir(conv_nchw_on_tensors(2 * hw.f32_lanes, 30, 2 * hw.f32_lanes))
-    ideas = [s for _, s in HeuristicProposer().initial(conv, hw, 1)]
-    assert all(check(s, conv) is None for s in ideas)
-    first = ideas[0]
-    assert first.get("pack_channels").sizes[0] == hw.f32_lanes
-    assert 0 < first.tiles[-1].sizes[3] <= hw.vector_registers // 2  # pixels x one vector of accumulators
-    assert any(s.has("im2col") for s in ideas[1:])
     # too few output channels for a vector block: im2col only
     narrow = kernel_from_mlir(conv_nchw_on_tensors(8, 10, hw.f32_lanes // 2))
     assert not any(s.has("pack_channels") for _, s in HeuristicProposer().initial(narrow, hw, 1))
